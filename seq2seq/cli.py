@@ -1,0 +1,191 @@
+"""The ``seq2seq`` command: argparse subcommands that call the package, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from seq2seq.config import ConfigError, RunConfig, SearchConfig, load_config
+
+if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
+    import torch
+
+    from seq2seq.checkpoint import Loaded
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent encoder-decoder translation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("--run-dir", help="where checkpoints and logs go (default: runs/CONFIG_NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty RUN_DIR")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    p = sub.add_parser("translate", help="translate lines of raw text")
+    _add_search_args(p)
+    p.add_argument("--input", help="source text, one sentence per line (default: stdin)")
+    p.add_argument("--output", help="translations (default: stdout); written atomically")
+
+    p = sub.add_parser("evaluate", help="translate a source file and score it with sacreBLEU")
+    _add_search_args(p)
+    p.add_argument("--src", help="source text, one sentence per line")
+    p.add_argument("--ref", help="reference translations, one per line")
+    p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the checkpoint config's corpus")
+    p.add_argument("--output", help="also write the translations here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `seq2seq train`")
+    p.add_argument("--beam-size", type=int, help="1 for greedy search (default: from the checkpoint's config)")
+    p.add_argument(
+        "--n-best", type=int, help="hypotheses per sentence; translate then writes 'i ||| text ||| score' lines"
+    )
+    p.add_argument("--batch-size", type=int, help="sentences per decoding batch")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+@contextmanager
+def atomic_output(path: str | None) -> Iterator[IO[str]]:
+    """Write to a temporary file beside ``path`` and rename it into place at the end, so an
+    interrupted run never leaves a half-written output; ``None`` means stdout."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def _input(path: str | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdin
+        return
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 (closed below; OSError must be ours)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    with f:
+        yield f
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\r\n") for line in f]
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
+
+
+def _search_setup(args: argparse.Namespace) -> tuple[Loaded, SearchConfig, torch.device]:
+    from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.train.device import pick_device, set_threads
+
+    set_threads(0)
+    device = pick_device(args.device)
+    loaded = load_checkpoint(args.checkpoint, device)
+    changes = {"beam_size": args.beam_size, "n_best": args.n_best, "batch_size": args.batch_size}
+    search = dataclasses.replace(loaded.config.search, **{k: v for k, v in changes.items() if v is not None})
+    if search.n_best > search.beam_size:
+        raise ConfigError(f"--n-best {search.n_best} exceeds the beam size {search.beam_size}")
+    return loaded, search, device
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from seq2seq.train.loop import train
+
+    config = load_config(args.config, args.set)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    best = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    print(best)
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from seq2seq.translate import translate_lines
+
+    loaded, search, device = _search_setup(args)
+    with _input(args.input) as source, atomic_output(args.output) as out:
+        outputs = translate_lines(loaded.model, source, search, loaded.src_vocab, loaded.tgt_vocab, device)
+        for i, nbest in enumerate(outputs):
+            if search.n_best == 1:
+                out.write(nbest[0][0] + "\n")
+            else:  # Moses n-best format
+                out.writelines(f"{i} ||| {text} ||| {hyp.score:.4f}\n" for text, hyp in nbest)
+            out.flush()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from seq2seq.evaluate import format_scores, score_corpus
+    from seq2seq.translate import translate_lines
+
+    loaded, search, device = _search_setup(args)
+    if args.split:
+        sources, references = _config_corpus(loaded.config, args.split)
+    elif args.src and args.ref:
+        sources, references = _read_lines(args.src), _read_lines(args.ref)
+        if len(sources) != len(references):
+            raise ConfigError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
+    else:
+        raise ConfigError("evaluate needs --src and --ref, or --split dev|test")
+    search = dataclasses.replace(search, n_best=1)
+    outputs = translate_lines(loaded.model, sources, search, loaded.src_vocab, loaded.tgt_vocab, device)
+    hypotheses = [nbest[0][0] for nbest in outputs]
+    if args.output:
+        with atomic_output(args.output) as out:
+            out.writelines(h + "\n" for h in hypotheses)
+    scores = score_corpus(hypotheses, references)
+    print(json.dumps(scores) if args.json else format_scores(scores))
+
+
+def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]:
+    from seq2seq.data.sources import load_corpus
+
+    corpus = config.data.dev if split == "dev" else config.data.test
+    if corpus is None:
+        raise ConfigError(f"the checkpoint's config has no data.{split}; pass --src and --ref")
+    ds = load_corpus(corpus, config.data.src_lang, config.data.tgt_lang)
+    return ds["src"], ds["tgt"]
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from seq2seq.checkpoint import CheckpointError
+    from seq2seq.data.sources import DataError
+    from seq2seq.train.device import DeviceError
+    from seq2seq.train.loop import RunDirError
+
+    try:
+        COMMANDS[args.command](args)
+    except (ConfigError, DataError, CheckpointError, DeviceError, RunDirError) as e:
+        print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seq2seq {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,293 @@
+"""Typed run configuration: one frozen dataclass per YAML section, checked at load.
+
+A run is described by one YAML file with the sections ``data``, ``model`` (with
+``encoder`` and ``decoder``), ``training`` and ``search``. :func:`load_config` reads
+it, applies ``--set key=value`` overrides and returns a frozen :class:`RunConfig`.
+Every problem raises :class:`ConfigError` naming the dotted key, the value and
+what would be valid. This module imports only the standard library and yaml, so
+``seq2seq --help`` and config checks stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing, of the wrong type or out of range."""
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def _range(default: float | int, low: float | None = None, high: float | None = None) -> Any:
+    return field(default=default, metadata={"low": low, "high": high})
+
+
+CORPUS_FORMATS = ("text", "tsv", "jsonl", "hf", "multi30k")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Where one split of a parallel corpus comes from.
+
+    ``format``: ``text`` (``path`` is a prefix: ``{path}.{lang}`` or ``{path}.{lang}.gz``),
+    ``tsv`` / ``jsonl`` (one file, columns named by ``src_field`` / ``tgt_field``, by default
+    the language codes), ``hf`` (a Hugging Face dataset name or local directory, ``split``),
+    ``multi30k`` (the raw Multi30k files from the directory in ``$SEQ2SEQ_MULTI30K`` if set,
+    else the hub dataset ``bentrevett/multi30k``; ``split`` is ``train``, ``val`` or
+    ``test_2016_flickr``).
+    """
+
+    format: str = _choice("text", *CORPUS_FORMATS)
+    path: str = ""
+    split: str = "train"
+    src_field: str = ""
+    tgt_field: str = ""
+
+
+@dataclass(frozen=True)
+class SubwordConfig:
+    """SentencePiece models, trained on the training data when a run starts."""
+
+    type: str = _choice("unigram", "unigram", "bpe")
+    vocab_size: int = _range(8000, 16)
+    joint: bool = True
+    character_coverage: float = _range(1.0, 0.5, 1.0)
+    input_sentence_size: int = _range(0, 0)  # 0: all sentences; else a random sample
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    train: CorpusConfig = CorpusConfig()
+    dev: CorpusConfig = CorpusConfig()
+    test: CorpusConfig | None = None
+    subwords: SubwordConfig = SubwordConfig()
+    max_length: int = _range(100, 1)  # pieces per side; longer training pairs are dropped
+    batch_tokens: int = _range(4096, 1)  # padded tokens per batch: n * max(src_len, tgt_len)
+    batch_sentences: int = _range(0, 0)  # if > 0, batches hold this many sentences instead
+
+
+CELLS = ("rnn", "gru", "lstm")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    cell: str = _choice("gru", *CELLS)
+    embedding_dim: int = _range(256, 1)
+    hidden_size: int = _range(256, 1)  # per direction, as in torch.nn.GRU
+    num_layers: int = _range(1, 1)
+    bidirectional: bool = True
+    dropout: float = _range(0.3, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    type: str = _choice("context", "context")
+    cell: str = _choice("gru", *CELLS)
+    embedding_dim: int = _range(256, 1)
+    hidden_size: int = _range(512, 1)
+    num_layers: int = _range(1, 1)
+    dropout: float = _range(0.3, 0.0, 1.0)
+    output_layer: str = _choice("maxout", "maxout", "linear")
+    output_size: int = _range(256, 1)  # size of the deep output before the vocabulary
+    tie_embeddings: bool = False  # needs output_size == embedding_dim
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: EncoderConfig = EncoderConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    bridge: str = _choice("tanh", "tanh", "zero")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seed: int = 42
+    device: str = _choice("auto", "auto", "cpu", "cuda")
+    precision: str = _choice("fp32", "fp32", "bf16", "fp16")
+    threads: int = _range(0, 0)  # 0: every core this process may use
+    optimizer: str = _choice("adam", "adam", "adamw")
+    learning_rate: float = _range(3e-4, 0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = _range(0.0, 0.0)
+    scheduler: str = _choice("constant", "constant", "plateau", "inverse_sqrt")
+    warmup_steps: int = _range(0, 0)
+    decay_factor: float = _range(0.5, 0.0, 1.0)  # plateau: lr multiplier
+    decay_patience: int = _range(2, 0)  # plateau: validations without improvement
+    min_learning_rate: float = _range(1e-6, 0.0)
+    clip_grad_norm: float = _range(5.0, 0.0)  # 0: no clipping
+    label_smoothing: float = _range(0.0, 0.0, 1.0)
+    accumulate: int = _range(1, 1)  # batches per update
+    max_epochs: int = _range(20, 0)  # 0: no limit
+    max_steps: int = _range(0, 0)  # 0: no limit
+    max_minutes: float = _range(0.0, 0.0)  # wall-time budget; 0: no limit
+    validate_every: int = _range(1000, 1)  # steps
+    save_every: int = _range(0, 0)  # steps between last.pt writes; 0: at validation
+    log_every: int = _range(50, 1)
+    early_stopping_metric: str = _choice("bleu", "bleu", "loss")
+    patience: int = _range(0, 0)  # validations without improvement; 0: never stop early
+    validation_beam_size: int = _range(1, 1)  # 1: greedy
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    beam_size: int = _range(5, 1)
+    n_best: int = _range(1, 1)
+    length_penalty: str = _choice("gnmt", "none", "average", "gnmt")
+    alpha: float = _range(1.0, 0.0)  # gnmt: ((5 + len) / 6) ** alpha
+    max_length_a: float = _range(1.5, 0.0)  # max output pieces = a * source pieces + b
+    max_length_b: int = _range(10, 0)
+    min_length: int = _range(0, 0)
+    batch_size: int = _range(64, 1)  # sentences per decoding batch
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    search: SearchConfig = SearchConfig()
+
+    def __post_init__(self) -> None:
+        dec = self.model.decoder
+        if dec.tie_embeddings and dec.output_size != dec.embedding_dim:
+            raise ConfigError(
+                f"model.decoder.tie_embeddings: true needs model.decoder.output_size "
+                f"({dec.output_size}) == model.decoder.embedding_dim ({dec.embedding_dim})"
+            )
+        if self.search.n_best > self.search.beam_size:
+            raise ConfigError(f"search.n_best: {self.search.n_best} exceeds search.beam_size ({self.search.beam_size})")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in that type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
+        return from_dict(tp, value, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise AssertionError(f"unhandled annotation {tp!r} for {key}")
+
+
+def from_dict(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from ``data``, checking every key recursively."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{where}: unknown key; valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        value = _convert(data[name], hints[name], key)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            raise ConfigError(f"{key}: {value!r} is outside {bounds}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` to the raw YAML dict; the value is parsed as YAML."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. training.learning_rate=5e-4")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parents[: i + 1])}: is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(text)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run config, apply ``--set`` overrides and check everything."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    config: RunConfig = from_dict(RunConfig, raw)
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain data (dicts, lists, str, numbers) for YAML files and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Corpora in, token-bounded batches out: sources (read), subwords (SentencePiece), batching."""

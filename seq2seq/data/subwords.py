@@ -1,0 +1,215 @@
+"""SentencePiece subword models: train in memory, save/load in the run directory, and
+encode a corpus with ``datasets.map``.
+
+Every model has the same special ids (pad 0, unk 1, bos 2, eos 3), so embedding tables
+and batching can rely on them. A :class:`Vocab` is built from the serialized model
+proto, which is also what checkpoints store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import sentencepiece as spm
+
+from seq2seq.config import SubwordConfig
+from seq2seq.data.sources import DataError
+
+logger = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+_MIN_SAMPLE = 101  # sentencepiece rejects input_sentence_size in 1..100
+_READ_CHUNK = 10_000
+
+
+class Vocab:
+    """A SentencePiece model: text <-> ids. Built from the serialized model proto (bytes)."""
+
+    def __init__(self, model_proto: bytes) -> None:
+        self._build(model_proto)
+
+    def _build(self, model_proto: bytes) -> None:
+        self.model_proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        special = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id())
+        if min(special) < 0:
+            raise ValueError(f"SentencePiece model lacks pad/bos/eos ids (got {special})")
+        self._specials = frozenset(special)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The processor is a C++ object; the proto is enough to rebuild it (pickling
+        # for datasets' fingerprinting and for worker processes).
+        return {"model_proto": self.model_proto}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._build(state["model_proto"])
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={len(self)})"
+
+    @property
+    def pad_id(self) -> int:
+        return int(self._sp.pad_id())
+
+    @property
+    def unk_id(self) -> int:
+        return int(self._sp.unk_id())
+
+    @property
+    def bos_id(self) -> int:
+        return int(self._sp.bos_id())
+
+    @property
+    def eos_id(self) -> int:
+        return int(self._sp.eos_id())
+
+    def __len__(self) -> int:
+        return int(self._sp.get_piece_size())
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Piece ids per text, without BOS/EOS."""
+        ids: list[list[int]] = self._sp.encode(list(texts), out_type=int)
+        return ids
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        """Detokenized text per id list; pad/bos/eos ids are dropped first."""
+        if not ids:  # sentencepiece would read [] as one empty id list and return ""
+            return []
+        kept = [[int(i) for i in seq if int(i) not in self._specials] for seq in ids]
+        texts: list[str] = self._sp.decode(kept)
+        return texts
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The piece strings of ``ids`` (e.g. ``"▁the"``), for attention plots."""
+        return [self._sp.id_to_piece(int(i)) for i in ids]
+
+
+def train_sentencepiece(
+    sentences: Iterable[str],
+    model_type: str,
+    vocab_size: int,
+    character_coverage: float = 1.0,
+    input_sentence_size: int = 0,
+    seed: int = 0,
+) -> bytes:
+    """Train a SentencePiece model in memory and return its serialized proto.
+
+    ``vocab_size`` is a soft limit (a tiny corpus gives a smaller model instead of an
+    error). ``input_sentence_size > 0`` trains on a random sample of that many sentences
+    (at least 101, sentencepiece's minimum). Same input and seed give identical bytes."""
+    options: dict[str, Any] = {
+        "model_type": model_type,
+        "vocab_size": vocab_size,
+        "character_coverage": character_coverage,
+        "pad_id": PAD_ID,
+        "unk_id": UNK_ID,
+        "bos_id": BOS_ID,
+        "eos_id": EOS_ID,
+        "hard_vocab_limit": False,
+        "num_threads": 2,
+        "minloglevel": 2,  # the C++ trainer logs every step to stderr otherwise
+    }
+    if input_sentence_size > 0:
+        options["input_sentence_size"] = max(input_sentence_size, _MIN_SAMPLE)
+        options["shuffle_input_sentence"] = True
+    # The sample is drawn with sentencepiece's global generator; seed it for reproducibility.
+    spm.set_random_generator_seed(seed)
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=(s for s in sentences if s), model_writer=writer, **options)
+    return writer.getvalue()
+
+
+def prepare_vocabs(
+    train: datasets.Dataset, config: SubwordConfig, directory: Path, seed: int = 0
+) -> tuple[Vocab, Vocab]:
+    """Load the models from ``directory`` if present (resume), else train and save them.
+
+    Joint: one model ``spm.model`` trained on source and target sentences together, used
+    for both sides. Otherwise ``src.model`` and ``tgt.model``. Returns (source, target)."""
+    directory = Path(directory)
+    names = ("spm.model",) if config.joint else ("src.model", "tgt.model")
+    paths = [directory / name for name in names]
+    if all(path.is_file() for path in paths):
+        vocabs = [_load(path) for path in paths]
+        logger.info("loaded subword models %s", ", ".join(map(str, paths)))
+    else:
+        columns = [("src", "tgt")] if config.joint else [("src",), ("tgt",)]
+        directory.mkdir(parents=True, exist_ok=True)
+        vocabs = []
+        for path, cols in zip(paths, columns, strict=True):
+            proto = train_sentencepiece(
+                _sentences(train, cols),
+                config.type,
+                config.vocab_size,
+                config.character_coverage,
+                config.input_sentence_size,
+                seed,
+            )
+            _write_atomic(path, proto)
+            vocabs.append(Vocab(proto))
+            logger.info(
+                "trained %s subword model on %s: %d pieces -> %s", config.type, "+".join(cols), len(vocabs[-1]), path
+            )
+    return vocabs[0], vocabs[-1]
+
+
+def _sentences(ds: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[str]:
+    """Stream the text of ``columns`` (one after the other) in chunks, not row by row."""
+    for column in columns:
+        for chunk in ds.select_columns([column]).iter(batch_size=_READ_CHUNK):
+            yield from chunk[column]
+
+
+def _load(path: Path) -> Vocab:
+    try:
+        return Vocab(path.read_bytes())
+    except (RuntimeError, ValueError) as e:
+        raise DataError(f"{path}: not a usable SentencePiece model ({e}); delete it to retrain") from e
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, then rename: a crash never leaves a
+    truncated model that a resumed run would load."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_dataset(ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab) -> datasets.Dataset:
+    """Add int32 list columns ``src_ids`` / ``tgt_ids`` (piece ids, no BOS/EOS).
+
+    The cache fingerprint combines the input's fingerprint with hashes of both model
+    protos, so the same corpus encoded with other models is never served from cache."""
+    digest = hashlib.sha256(ds._fingerprint.encode())
+    for vocab in (src_vocab, tgt_vocab):
+        digest.update(hashlib.sha256(vocab.model_proto).digest())
+    features = ds.features.copy()
+    features["src_ids"] = datasets.List(datasets.Value("int32"))
+    features["tgt_ids"] = datasets.List(datasets.Value("int32"))
+    return ds.map(
+        _encode_batch,
+        batched=True,
+        fn_kwargs={"src_vocab": src_vocab, "tgt_vocab": tgt_vocab},
+        features=features,
+        new_fingerprint=digest.hexdigest()[:32],
+        desc="encoding subwords",
+    )
+
+
+def _encode_batch(batch: dict[str, list[str]], src_vocab: Vocab, tgt_vocab: Vocab) -> dict[str, Any]:
+    return {"src_ids": src_vocab.encode(batch["src"]), "tgt_ids": tgt_vocab.encode(batch["tgt"])}

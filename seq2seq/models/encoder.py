@@ -1,0 +1,57 @@
+"""The encoder: embeddings and a (bidirectional, stacked) recurrence over the source."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.models.cells import make_recurrent
+
+
+class Encoded(NamedTuple):
+    """What the decoder and search see of a source batch. Every tensor is batch first, so
+    beam search can repeat or reorder it with ``index_select(0, ...)``."""
+
+    outputs: Tensor  # (N, S, D*H) annotations h_1..h_S, zero at padding
+    mask: Tensor  # (N, S) bool, True at real source positions
+    summary: Tensor  # (N, K, D*H) top layer's final states, directions concatenated;
+    # K = 1 (h) for rnn/gru, 2 (h, c) for lstm. Cho et al.'s summary c is summary[:, 0].
+
+
+class Encoder(nn.Module):
+    """Embeds source ids and runs a recurrent stack over them (packed: padding is skipped).
+
+    Arguments follow torch.nn.GRU: ``hidden_size`` is per direction, so the outputs have
+    ``D * hidden_size`` features, D = 2 if ``bidirectional`` else 1.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        cell: str = "gru",
+        dropout: float = 0.0,
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = make_recurrent(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = self.num_directions * hidden_size
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> Encoded:
+        """src: (N, S) ids, src_lengths: (N,) -> :class:`Encoded`."""
+        emb = self.dropout(self.embedding(src))
+        outputs, final = self.rnn(emb, lengths=src_lengths)
+        n, d = src.size(0), self.num_directions
+        # final: each (N, num_layers*D, H); the top layer's directions are the last D rows.
+        summary = torch.stack([s[:, -d:].reshape(n, self.output_size) for s in final], dim=1)
+        positions = torch.arange(src.size(1), device=src.device)
+        mask = positions[None, :] < src_lengths.to(src.device)[:, None]
+        return Encoded(self.dropout(outputs), mask, summary)

@@ -1,0 +1,59 @@
+"""The composed encoder–decoder: encode, teacher-forced forward, and one search step."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.models.cells import State
+from seq2seq.models.decoders import Decoder
+from seq2seq.models.encoder import Encoded, Encoder
+
+
+class StepOutput(NamedTuple):
+    log_probs: Tensor  # (N, V) float32
+    state: State
+    attention: Tensor | None = None  # (N, S)
+
+
+class Seq2Seq(nn.Module):
+    """encoder -> bridge -> decoder -> output projection ``generator`` (O -> V).
+
+    The loss lives in the trainer and search in :mod:`seq2seq.search`; they use
+    :meth:`encode`, :meth:`init_state`, :meth:`forward`, :meth:`logits` and :meth:`step`.
+    """
+
+    def __init__(self, encoder: Encoder, bridge: nn.Module, decoder: Decoder, generator: nn.Linear) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.bridge = bridge
+        self.decoder: Decoder = decoder
+        self.generator = generator
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
+        """src: (N, S), src_lengths: (N,) -> :class:`Encoded`."""
+        encoded: Encoded = self.encoder(src, src_lengths)
+        return encoded
+
+    def init_state(self, encoded: Encoded) -> State:
+        return self.decoder.init_state(encoded, self.bridge(encoded.summary))
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing. src: (N, S), tgt_in: (N, T) (BOS + target) -> features (N, T, O);
+        :meth:`logits` maps features to vocabulary scores, so the trainer can project only
+        the real (unpadded) positions."""
+        encoded = self.encode(src, src_lengths)
+        return self.decoder(tgt_in, self.init_state(encoded), encoded).features
+
+    def logits(self, features: Tensor) -> Tensor:
+        """(..., O) -> (..., V)."""
+        logits: Tensor = self.generator(features)
+        return logits
+
+    def step(self, prev: Tensor, state: State, encoded: Encoded) -> StepOutput:
+        """One decoding step. prev: (N,) -> log-probabilities (N, V) in float32."""
+        out = self.decoder.step(prev, state, encoded)
+        log_probs = torch.log_softmax(self.logits(out.features).float(), dim=-1)
+        return StepOutput(log_probs, out.state, out.attention)

@@ -1,0 +1,207 @@
+"""Greedy and beam search: plain functions over tensors, ids and scores out, never strings.
+
+Search sees the model only through ``encode``, ``init_state`` and ``step`` (see
+:class:`seq2seq.models.seq2seq.Seq2Seq`). States and encoder outputs are tuples of
+batch-first tensors, so one :func:`select` reorders any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import torch
+from torch import Tensor
+
+from seq2seq.models.cells import State
+from seq2seq.models.encoder import Encoded
+from seq2seq.models.seq2seq import StepOutput
+
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+class Searchable(Protocol):
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded: ...
+    def init_state(self, encoded: Encoded) -> State: ...
+    def step(self, prev: Tensor, state: State, encoded: Encoded) -> StepOutput: ...
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]  # target ids, without BOS and EOS
+    score: float  # log-probability after the length penalty (what ranks hypotheses)
+    log_prob: float  # total log-probability, EOS included
+    attention: Tensor | None = None  # (len(tokens) + 1, S) where the model attends
+
+
+def select(items: T, index: Tensor) -> T:
+    """Pick rows ``index`` along the batch dimension of every tensor in a (named) tuple."""
+    picked = [x.index_select(0, index) if isinstance(x, Tensor) else x for x in items]
+    return type(items)(*picked) if hasattr(items, "_fields") else type(items)(picked)
+
+
+def length_penalty(length: int, kind: str, alpha: float) -> float:
+    """Divisor of a hypothesis' log-probability: 1 (``none``), its length (``average``), or
+    Wu et al. (2016) Eq. 14, ((5 + |Y|) / 6) ** alpha (``gnmt``)."""
+    if kind == "none":
+        return 1.0
+    if kind == "average":
+        return float(length)
+    if kind == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    raise ValueError(f"unknown length penalty {kind!r}; choose one of none, average, gnmt")
+
+
+def max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
+    """Longest output (pieces before EOS) per sentence: a * source length + b."""
+    return [int(a * n + b) for n in src_lengths.tolist()]
+
+
+@torch.no_grad()
+def greedy_search(
+    model: Searchable,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    bos: int,
+    eos: int,
+    max_length_a: float = 1.5,
+    max_length_b: int = 10,
+    min_length: int = 0,
+) -> list[Hypothesis]:
+    """Pick the most probable piece at every step. src: (N, S) -> N hypotheses."""
+    n = src.size(0)
+    encoded = model.encode(src, src_lengths)
+    state = model.init_state(encoded)
+    limits = torch.tensor(max_lengths(src_lengths, max_length_a, max_length_b), device=src.device)
+    prev = torch.full((n,), bos, dtype=torch.long, device=src.device)
+    done = torch.zeros(n, dtype=torch.bool, device=src.device)
+    total = torch.zeros(n, device=src.device)
+    tokens, attention = [], []
+    for t in range(int(limits.max()) + 1):
+        out = model.step(prev, state, encoded)
+        log_probs = _constrain(out.log_probs, t, min_length, limits, eos)
+        best, prev = log_probs.max(dim=-1)
+        total += best.masked_fill(done, 0.0)
+        tokens.append(prev)
+        if out.attention is not None:
+            attention.append(out.attention)
+        done |= prev == eos
+        state = out.state
+        if bool(done.all()):
+            break
+    ids = torch.stack(tokens, dim=1).tolist()
+    attn = torch.stack(attention, dim=1) if attention else None
+    hyps = []
+    for i in range(n):
+        length = ids[i].index(eos) if eos in ids[i] else len(ids[i])
+        weights = attn[i, : length + 1, : int(src_lengths[i])] if attn is not None else None
+        hyps.append(Hypothesis(ids[i][:length], float(total[i]), float(total[i]), weights))
+    return hyps
+
+
+def _constrain(log_probs: Tensor, t: int, min_length: int, limits: Tensor, eos: int) -> Tensor:
+    """No EOS before ``min_length``; only EOS once a sentence reaches its length limit."""
+    if t < min_length:
+        log_probs = log_probs.clone()
+        log_probs[:, eos] = -math.inf
+    at_limit = limits <= t
+    if bool(at_limit.any()):
+        forced = torch.full_like(log_probs, -math.inf)
+        forced[:, eos] = 0.0
+        log_probs = torch.where(at_limit[:, None], forced, log_probs)
+    return log_probs
+
+
+@torch.no_grad()
+def beam_search(
+    model: Searchable,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    beam_size: int,
+    bos: int,
+    eos: int,
+    n_best: int = 1,
+    length_penalty_kind: str = "gnmt",
+    alpha: float = 1.0,
+    max_length_a: float = 1.5,
+    max_length_b: int = 10,
+    min_length: int = 0,
+) -> list[list[Hypothesis]]:
+    """Batched beam search, beams folded into the batch (rows ``i * K + k``).
+
+    At each step every live sentence takes its 2K best continuations: those ending in EOS
+    among the first K become finished hypotheses, and the K best others live on, so K beams
+    stay alive. A sentence leaves the batch once it has K finished hypotheses, and every
+    sentence finishes at its length limit. Returns the ``n_best`` hypotheses per sentence,
+    best first by length-penalised score.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
+    n, k, device = src.size(0), beam_size, src.device
+    limits = max_lengths(src_lengths, max_length_a, max_length_b)
+    encoded = model.encode(src, src_lengths)
+    state = model.init_state(encoded)
+    rows = torch.arange(n, device=device).repeat_interleave(k)
+    encoded, state = select(encoded, rows), select(state, rows)
+
+    live = list(range(n))  # sentence of each live batch entry
+    scores = torch.full((n, k), -math.inf, device=device)
+    scores[:, 0] = 0.0  # all K beams start identical: keep one
+    history = torch.empty(n * k, 0, dtype=torch.long, device=device)
+    attn_history: Tensor | None = None
+    prev = torch.full((n * k,), bos, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+
+    for t in range(max(limits) + 1):
+        out = model.step(prev, state, encoded)
+        live_limits = torch.tensor([limits[s] for s in live], device=device).repeat_interleave(k)
+        log_probs = _constrain(out.log_probs, t, min_length, live_limits, eos)
+        vocab = log_probs.size(-1)
+        candidates = (scores.view(-1, 1) + log_probs).view(len(live), k * vocab)
+        top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=1)
+        origin, token = top_ids // vocab, top_ids % vocab  # beam within the sentence, piece
+        if out.attention is not None:
+            step_attn = out.attention[:, None, :]
+            attn_history = step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)
+
+        is_eos = token == eos
+        ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
+        for i, j in ended.nonzero().tolist():
+            s, row = live[i], i * k + int(origin[i, j])
+            if len(finished[s]) >= k:
+                continue
+            raw = float(top_scores[i, j])
+            seq = history[row].tolist()
+            weights = attn_history[row, :, : int(src_lengths[s])] if attn_history is not None else None
+            penalty = length_penalty(len(seq) + 1, length_penalty_kind, alpha)
+            finished[s].append(Hypothesis(seq, raw / penalty, raw, weights))
+
+        keep = [i for i, s in enumerate(live) if len(finished[s]) < k and t < limits[s]]
+        if not keep:
+            break
+        # The K best continuations that do not end here (EOS masked out), per live sentence.
+        alive_scores, pick = top_scores.masked_fill(is_eos, -math.inf).topk(k, dim=1)
+        keep_t = torch.tensor(keep, device=device)
+        pick, alive_scores = pick[keep_t], alive_scores[keep_t]
+        origin, token = origin[keep_t].gather(1, pick), token[keep_t].gather(1, pick)
+        rows = (keep_t[:, None] * k + origin).view(-1)
+        history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
+        if attn_history is not None:
+            attn_history = attn_history.index_select(0, rows)
+        state, encoded = select(out.state, rows), select(encoded, rows)
+        scores, prev, live = alive_scores, token.view(-1), [live[i] for i in keep]
+
+    empty = Hypothesis([], -math.inf, -math.inf)  # only where every beam scored -inf
+    return [sorted(hyps, key=lambda h: -h.score)[:n_best] or [empty] for hyps in finished]
+
+
+def score_pairs(model: Any, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor, pad: int) -> Tensor:
+    """Force-decode given targets: the total log-probability of each (N,) target sequence
+    (EOS included). tgt_in / tgt_out: (N, T) as in :class:`seq2seq.data.batching.Batch`."""
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model.logits(model(src, src_lengths, tgt_in)).float(), dim=-1)
+    picked = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(tgt_out == pad, 0.0).sum(dim=1)

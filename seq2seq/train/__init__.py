@@ -1,0 +1,1 @@
+"""Training: the loop, its learning-rate schedule and device/precision choice."""

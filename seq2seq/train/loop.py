@@ -1,0 +1,329 @@
+"""The training loop: batches, loss, updates, validation, checkpoints, early stopping.
+
+A run directory holds everything: ``config.yaml`` (resolved), the SentencePiece models,
+``last.pt`` (weights, optimizer, schedule, RNG and data position: ``--resume`` continues
+exactly where it stopped), ``best.pt`` (the best validation so far, all ``translate``
+needs), ``metrics.jsonl`` and, where tensorboard is installed, ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.config import RunConfig, config_to_dict, dump_config
+from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
+from seq2seq.data.prepare import RunData, prepare_data
+from seq2seq.evaluate import score_corpus
+from seq2seq.models import build_model
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.train.device import autocast, check_precision, pick_device, rng_state, set_rng_state, set_threads
+from seq2seq.train.schedule import Schedule
+from seq2seq.translate import translate_ids
+
+log = logging.getLogger(__name__)
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked (exists, or has nothing to resume)."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in ``last.pt`` as plain data."""
+
+    step: int = 0  # updates done
+    epoch: int = 1
+    batch_in_epoch: int = 0  # batches of this epoch already consumed
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+    best: float = -math.inf  # best early-stopping score (higher is better)
+    bad_validations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def batch_loss(model: Seq2Seq, batch: Batch, pad: int, label_smoothing: float) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the real target positions, and their count.
+
+    Only unpadded positions are projected to the vocabulary; the softmax and the loss run in
+    float32 whatever the autocast precision."""
+    features = model(batch.src, batch.src_lengths, batch.tgt_in)
+    real = batch.tgt_out != pad
+    logits = model.logits(features[real])
+    loss = F.cross_entropy(logits.float(), batch.tgt_out[real], label_smoothing=label_smoothing, reduction="sum")
+    return loss, int(real.sum())
+
+
+@torch.no_grad()
+def validate(model: Seq2Seq, data: RunData, config: RunConfig, device: torch.device) -> dict[str, float]:
+    """Dev loss and perplexity (teacher forced) and dev BLEU (greedy or beam search)."""
+    model.eval()
+    pad = data.tgt_vocab.pad_id
+    total, count = 0.0, 0
+    pairs = data.dev.pairs
+    plan = plan_batches(pairs.src_lengths, pairs.tgt_lengths, config.data.batch_tokens, config.data.batch_sentences)
+    for indices in plan:
+        batch = make_batch(pairs, indices, pad, data.tgt_vocab.bos_id, data.tgt_vocab.eos_id).to(device)
+        loss, n = batch_loss(model, batch, pad, 0.0)
+        total, count = total + float(loss.detach()), count + n
+    search = dataclasses.replace(config.search, beam_size=config.training.validation_beam_size, n_best=1)
+    hyps = translate_ids(model, data.dev.src_ids, search, data.src_vocab, data.tgt_vocab, device)
+    texts = data.tgt_vocab.decode([h[0].tokens for h in hyps])
+    bleu = score_corpus(texts, data.dev.references)["bleu"]
+    model.train()
+    dev_loss = total / max(count, 1)
+    return {"dev_loss": dev_loss, "dev_ppl": math.exp(min(dev_loss, 50.0)), "dev_bleu": bleu}
+
+
+def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (run_dir / "last.pt").exists():
+            raise RunDirError(f"{run_dir}: no last.pt to resume from; start without --resume")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise RunDirError(
+            f"{run_dir}: run directory exists and is not empty; pass --resume to continue it, "
+            "--overwrite to start over, or choose another --run-dir"
+        )
+    if overwrite and run_dir.exists():
+        for name in ("last.pt", "best.pt", "metrics.jsonl", "spm.model", "src.model", "tgt.model"):
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule and progress of one run."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, data: RunData, device: torch.device) -> None:
+        self.config, self.run_dir, self.data, self.device = config, run_dir, data, device
+        tc = config.training
+        self.model = build_model(config.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id)
+        self.model.to(device).train()
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        self.optimizer = optimizers[tc.optimizer](
+            self.model.parameters(), lr=tc.learning_rate, betas=tc.betas, weight_decay=tc.weight_decay
+        )
+        self.schedule = Schedule(
+            tc.learning_rate, tc.scheduler, tc.warmup_steps, tc.decay_factor, tc.decay_patience, tc.min_learning_rate
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+        self.autocast = autocast(tc.precision, device)
+        self.progress = Progress()
+        self.metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self.tensorboard = _tensorboard(run_dir)
+
+    # --- state --------------------------------------------------------------------------
+    def train_state(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(self.device),
+            "progress": {k: getattr(p, k) for k in p.__dataclass_fields__},
+        }
+
+    def restore(self, path: Path) -> None:
+        loaded = load_checkpoint(path)
+        state = loaded.train_state
+        if state is None:
+            raise RunDirError(f"{path}: holds no training state to resume from")
+        self.model.load_state_dict(loaded.model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], self.device)
+        self.progress = Progress(**state["progress"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.progress.step, self.progress.epoch)
+
+    def save(self, name: str, with_state: bool = True) -> None:
+        save_checkpoint(
+            self.run_dir / name,
+            self.config,
+            self.model,
+            self.data.src_vocab,
+            self.data.tgt_vocab,
+            self.train_state() if with_state else None,
+        )
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.tensorboard.add_scalar(key, value, record["step"])
+
+    # --- the loop -----------------------------------------------------------------------
+    def update(self, batches: list[Batch]) -> tuple[float, int]:
+        """One optimizer update over ``batches`` (gradient accumulation); returns the summed
+        loss and target tokens. Each batch's loss is normalised by its own token count."""
+        tc, pad = self.config.training, self.data.tgt_vocab.pad_id
+        lr = self.schedule.lr(self.progress.step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, tokens = 0.0, 0
+        for batch in batches:
+            with self.autocast():
+                loss, n = batch_loss(self.model, batch, pad, tc.label_smoothing)
+            self.scaler.scale(loss / (n * len(batches))).backward()
+            total, tokens = total + float(loss.detach()), tokens + n
+        if tc.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, tokens
+
+    def run(self) -> None:
+        tc, p = self.config.training, self.progress
+        train = self.data.train
+        started, window = time.perf_counter() - p.elapsed, _Window()
+        bar = _progress_bar(tc.max_steps, p.step)
+        while not self.finished(started):
+            plan = plan_batches(
+                train.src_lengths,
+                train.tgt_lengths,
+                self.config.data.batch_tokens,
+                self.config.data.batch_sentences,
+                seed=tc.seed * 100_003 + p.epoch,
+            )
+            while p.batch_in_epoch < len(plan) and not self.finished(started):
+                group = plan[p.batch_in_epoch : p.batch_in_epoch + tc.accumulate]
+                batches = [self.make(train, idx) for idx in group]
+                loss, tokens = self.update(batches)
+                p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + len(group)
+                p.elapsed = time.perf_counter() - started
+                window.add(loss, tokens, sum(b.num_tokens for b in batches))
+                if p.step % tc.log_every == 0:
+                    self.log_train(window, bar)
+                if p.step % tc.validate_every == 0:
+                    self.validate_and_save()
+                elif tc.save_every and p.step % tc.save_every == 0:
+                    self.save("last.pt")
+            if p.batch_in_epoch >= len(plan):
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        if bar is not None:
+            bar.close()
+        if not p.history or p.history[-1]["step"] != p.step:
+            self.validate_and_save()
+        self.save("last.pt")
+        log.info("finished at step %d, epoch %d, %.1f min", p.step, p.epoch, p.elapsed / 60)
+
+    def make(self, data: ParallelData, indices: Any) -> Batch:
+        vocab = self.data.tgt_vocab
+        return make_batch(data, indices, vocab.pad_id, vocab.bos_id, vocab.eos_id).to(self.device)
+
+    def finished(self, started: float) -> bool:
+        tc, p = self.config.training, self.progress
+        if tc.max_steps and p.step >= tc.max_steps:
+            return True
+        if tc.max_epochs and p.epoch > tc.max_epochs:
+            return True
+        if tc.max_minutes and time.perf_counter() - started >= tc.max_minutes * 60:
+            return True
+        return bool(tc.patience) and p.bad_validations >= tc.patience
+
+    def log_train(self, window: _Window, bar: Any) -> None:
+        record = {"step": self.progress.step, "epoch": self.progress.epoch, **window.flush()}
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.log_metrics(record)
+        text = f"loss {record['loss']:.3f}  {record['tokens_per_s']:,.0f} tok/s  lr {record['lr']:.2e}"
+        if bar is not None:
+            bar.set_postfix_str(text, refresh=False)
+            bar.update(self.progress.step - bar.n)
+        else:
+            log.info("step %d  epoch %d  %s", self.progress.step, self.progress.epoch, text)
+
+    def validate_and_save(self) -> None:
+        p, tc = self.progress, self.config.training
+        scores = validate(self.model, self.data, self.config, self.device)
+        self.schedule.observe(scores["dev_loss"])
+        score = scores["dev_bleu"] if tc.early_stopping_metric == "bleu" else -scores["dev_loss"]
+        improved = score > p.best
+        if improved:
+            p.best, p.bad_validations = score, 0
+        else:
+            p.bad_validations += 1
+        p.history.append({"step": p.step, **scores})
+        self.log_metrics({"step": p.step, **scores})
+        log.info(
+            "validation at step %d: loss %.3f  ppl %.2f  BLEU %.2f%s",
+            p.step,
+            scores["dev_loss"],
+            scores["dev_ppl"],
+            scores["dev_bleu"],
+            "  (best)" if improved else "",
+        )
+        if improved:
+            self.save("best.pt", with_state=False)
+        self.save("last.pt")
+
+
+class _Window:
+    """Loss and throughput since the last log line."""
+
+    def __init__(self) -> None:
+        self.start, self.loss, self.targets, self.tokens = time.perf_counter(), 0.0, 0, 0
+
+    def add(self, loss: float, targets: int, tokens: int) -> None:
+        self.loss, self.targets, self.tokens = self.loss + loss, self.targets + targets, self.tokens + tokens
+
+    def flush(self) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        out = {"loss": self.loss / max(self.targets, 1), "tokens_per_s": self.tokens / seconds}
+        self.__init__()  # type: ignore[misc]
+        return out
+
+
+def _progress_bar(total: int, initial: int) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train a model as ``config`` says, in ``run_dir``; returns the path of ``best.pt``."""
+    run_dir = Path(run_dir)
+    open_run_dir(run_dir, resume, overwrite)
+    if resume:
+        saved = load_checkpoint(run_dir / "last.pt").config
+        if config_to_dict(saved) != config_to_dict(config):
+            log.warning("--resume: using the config saved in %s/last.pt, not the one given", run_dir)
+        config = saved
+    dump_config(config, run_dir / "config.yaml")
+    tc = config.training
+    device = pick_device(tc.device)
+    check_precision(tc.precision, device)
+    threads = set_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    log.info("device %s, precision %s, %d threads", device, tc.precision, threads)
+    data = prepare_data(config.data, run_dir, seed=tc.seed)
+    trainer = Trainer(config, run_dir, data, device)
+    if resume:
+        trainer.restore(run_dir / "last.pt")
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
+    trainer.run()
+    return run_dir / "best.pt"

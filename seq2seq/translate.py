@@ -1,0 +1,78 @@
+"""Text in, text out: encode lines, search in length-sorted batches, decode in input order."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+
+from seq2seq.config import SearchConfig
+from seq2seq.data.batching import make_source_batch
+from seq2seq.data.subwords import Vocab
+from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
+
+
+def search_batch(
+    model: Searchable, src: torch.Tensor, src_lengths: torch.Tensor, search: SearchConfig, tgt_vocab: Vocab
+) -> list[list[Hypothesis]]:
+    """Greedy search for beam size 1, beam search otherwise; n-best lists per sentence."""
+    common = dict(
+        bos=tgt_vocab.bos_id,
+        eos=tgt_vocab.eos_id,
+        max_length_a=search.max_length_a,
+        max_length_b=search.max_length_b,
+        min_length=search.min_length,
+    )
+    if search.beam_size == 1:
+        return [[h] for h in greedy_search(model, src, src_lengths, **common)]  # type: ignore[arg-type]
+    return beam_search(
+        model,
+        src,
+        src_lengths,
+        beam_size=search.beam_size,
+        n_best=search.n_best,
+        length_penalty_kind=search.length_penalty,
+        alpha=search.alpha,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def translate_ids(
+    model: Searchable,
+    src_ids: Sequence[list[int]],
+    search: SearchConfig,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    device: torch.device,
+) -> list[list[Hypothesis]]:
+    """Decode encoded sentences in batches of similar length; results in input order.
+    An empty source (no pieces) gives one empty hypothesis without running the model."""
+    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
+    order = sorted((i for i in range(len(src_ids)) if src_ids[i]), key=lambda i: -len(src_ids[i]))
+    for start in range(0, len(order), search.batch_size):
+        chunk = order[start : start + search.batch_size]
+        src, lengths = make_source_batch([src_ids[i] for i in chunk], src_vocab.pad_id, src_vocab.eos_id)
+        hyps = search_batch(model, src.to(device), lengths, search, tgt_vocab)
+        for i, h in zip(chunk, hyps):
+            results[i] = h
+    return results
+
+
+def translate_lines(
+    model: Searchable,
+    lines: Iterable[str],
+    search: SearchConfig,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    device: torch.device,
+    chunk_lines: int = 10_000,
+) -> Iterator[list[tuple[str, Hypothesis]]]:
+    """Stream translations: for each input line, its n-best (detokenized text, hypothesis)
+    pairs, best first, in input order. An empty line gives one empty translation.
+    Lines are read ``chunk_lines`` at a time, so files of any size work."""
+    it = iter(lines)
+    while chunk := [line.rstrip("\r\n") for line in itertools.islice(it, chunk_lines)]:
+        src_ids = src_vocab.encode([line.strip() for line in chunk])
+        for hyps in translate_ids(model, src_ids, search, src_vocab, tgt_vocab, device):
+            yield list(zip(tgt_vocab.decode([h.tokens for h in hyps]), hyps))

@@ -1,0 +1,68 @@
+"""Checkpoints: a save/load round trip gives identical outputs; writes are atomic; bad files
+give a clear error."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
+from seq2seq.data.subwords import Vocab, train_sentencepiece
+from seq2seq.models import build_model
+from seq2seq.translate import translate_lines
+
+SENTENCES = [f"ein {w} sieht {v} im Park" for w in ("Hund", "Mann", "Kind") for v in ("Vögel", "Bälle")] * 5
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocab:
+    return Vocab(train_sentencepiece(SENTENCES, "unigram", 40))
+
+
+def test_round_trip_gives_identical_translations(tmp_path: Path, vocab: Vocab) -> None:
+    config = RunConfig(
+        model=ModelConfig(
+            encoder=EncoderConfig(cell="lstm", embedding_dim=8, hidden_size=8, num_layers=2),
+            decoder=DecoderConfig(cell="lstm", embedding_dim=8, hidden_size=8, output_size=8, num_layers=2),
+        )
+    )
+    torch.manual_seed(0)
+    model = build_model(config.model, len(vocab), len(vocab)).eval()
+    save_checkpoint(tmp_path / "m.pt", config, model, vocab, vocab, {"step": 3})
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.config == config and loaded.train_state == {"step": 3}
+    assert loaded.src_vocab.model_proto == vocab.model_proto
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[key])
+    lines = SENTENCES[:4]
+    device = torch.device("cpu")
+    before = list(translate_lines(model, lines, config.search, vocab, vocab, device))
+    after = list(translate_lines(loaded.model, lines, config.search, vocab, vocab, device))
+    assert [[t for t, _ in n] for n in before] == [[t for t, _ in n] for n in after]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save({"step": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save({"step": 2, "bad": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", None])
+def test_bad_checkpoints_are_refused_by_name(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "x.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+    torch.save({"format": 99}, path)
+    with pytest.raises(CheckpointError, match="format"):
+        load_checkpoint(path)

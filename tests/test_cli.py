@@ -1,0 +1,180 @@
+"""End to end through the command line: train -> translate -> evaluate, resume after a kill,
+and clear errors for bad input."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+WORDS = [
+    "ein",
+    "zwei",
+    "drei",
+    "vier",
+    "fünf",
+    "sechs",
+    "sieben",
+    "acht",
+    "neun",
+    "zehn",
+    "Haus",
+    "Hund",
+    "Katze",
+    "Baum",
+]
+
+
+def write_toy_corpus(directory: Path, n_train: int = 300, n_dev: int = 20, seed: int = 0) -> Path:
+    """A copy-and-reverse task: the target is the source's words in reverse order."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        src = [" ".join(rng.choices(WORDS, k=rng.randint(2, 7))) for _ in range(n)]
+        (directory / f"{split}.src").write_text("".join(s + "\n" for s in src), encoding="utf-8")
+        tgt = [" ".join(reversed(s.split())) for s in src]
+        (directory / f"{split}.tgt").write_text("".join(t + "\n" for t in tgt), encoding="utf-8")
+    return directory
+
+
+def data_overrides(corpus: Path) -> list[str]:
+    return ["--set", f"data.train.path={corpus}/train", "--set", f"data.dev.path={corpus}/dev"]
+
+
+def test_train_translate_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus)]) == 0
+    for name in ("best.pt", "last.pt", "config.yaml", "spm.model", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"dev_bleu", "dev_ppl"} <= set(records[-1]) and records[-1]["step"] == 30
+
+    lines = ["ein zwei drei", "", "Hund Katze Baum Haus"]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    args = ["translate", "--checkpoint", str(run / "best.pt"), "--input", str(tmp_path / "in.txt")]
+    assert main([*args, "--output", str(out), "--beam-size", "2"]) == 0
+    translations = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(translations) == 3 and translations[1] == ""
+
+    capsys.readouterr()
+    assert main([*args, "--beam-size", "2", "--n-best", "2"]) == 0
+    nbest = capsys.readouterr().out.splitlines()
+    assert [line.split(" ||| ")[0] for line in nbest] == ["0", "0", "1", "2", "2"]  # "" has one
+    assert all(len(line.split(" ||| ")) == 3 for line in nbest)
+
+    capsys.readouterr()
+    ev = ["evaluate", "--checkpoint", str(run / "best.pt"), "--src", f"{corpus}/dev.src", "--ref", f"{corpus}/dev.tgt"]
+    assert main([*ev, "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {"bleu", "chrf", "ter", "signatures"}
+    assert "tok:13a" in scores["signatures"]["bleu"]
+
+
+def test_run_dir_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"precious")
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "model.encoder.cell=gruu"], "model.encoder.cell"),
+        (["--set", "data.train.path=/nonexistent/corpus"], "/nonexistent/corpus"),
+        (["--set", "training.precision=fp16", "--set", "training.device=cpu"], "fp16 needs a CUDA device"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    assert main(["train", TINY, "--run-dir", str(tmp_path / "run"), *data_overrides(corpus), *args]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_bad_checkpoint_gives_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["translate", "--checkpoint", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(run / "last.pt", weights_only=True)
+    return payload["model"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    common = [*data_overrides(corpus), "--set", "training.log_every=1"]
+    straight = tmp_path / "straight"
+    assert main(["train", TINY, "--run-dir", str(straight), *common]) == 0
+
+    run = tmp_path / "killed"
+    kill_at = random.Random().randint(6, 24)
+    cmd = [sys.executable, "-m", "seq2seq", "train", TINY, "--run-dir", str(run), *common]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()] if metrics.exists() else []
+        if steps and max(steps) >= kill_at:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
+    assert main(["train", TINY, "--run-dir", str(run), "--resume", *common]) == 0
+
+    a, b = final_weights(straight), final_weights(run)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    bleu = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bleu.py"), f"{corpus}/dev.tgt", f"{corpus}/dev.tgt", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(bleu.stdout)["bleu"] == 100.0
+    bench = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/benchmark.py"),
+            TINY,
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--decode-sentences",
+            "8",
+            "--json",
+            *data_overrides(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(bench.stdout.splitlines()[-1])
+    assert result["train_tokens_per_s"] > 0 and result["decode_sentences"] == 8
+    assert {"peak_rss_mib", "device", "precision", "threads"} <= set(result)

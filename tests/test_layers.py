@@ -1,0 +1,58 @@
+"""The import layers of the README's module map hold: lower layers never import higher ones."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "seq2seq"
+
+# module prefix -> seq2seq modules it must not import
+FORBIDDEN = {
+    "seq2seq.config": ["seq2seq."],
+    "seq2seq.models": [
+        "seq2seq.data",
+        "seq2seq.search",
+        "seq2seq.checkpoint",
+        "seq2seq.translate",
+        "seq2seq.evaluate",
+        "seq2seq.train",
+        "seq2seq.cli",
+    ],
+    "seq2seq.data": [
+        "seq2seq.models",
+        "seq2seq.search",
+        "seq2seq.checkpoint",
+        "seq2seq.translate",
+        "seq2seq.evaluate",
+        "seq2seq.train",
+        "seq2seq.cli",
+    ],
+    "seq2seq.search": ["seq2seq.data", "seq2seq.checkpoint", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
+    "seq2seq.checkpoint": ["seq2seq.search", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
+    "seq2seq.translate": ["seq2seq.train", "seq2seq.cli"],
+    "seq2seq.evaluate": ["seq2seq.train", "seq2seq.cli", "seq2seq.models"],
+    "seq2seq.train": ["seq2seq.cli"],
+}
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_import_layers() -> None:
+    violations = []
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for prefix, forbidden in FORBIDDEN.items():
+            if module == prefix or module.startswith(prefix + "."):
+                violations += [
+                    f"{module} imports {name}"
+                    for name in imports(path)
+                    if any(name == f or name.startswith(f) for f in forbidden)
+                ]
+    assert not violations
