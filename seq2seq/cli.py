@@ -185,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, DeviceError, RunDirError) as e:
         print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as e:  # streamed input (stdin or --input) that is not UTF-8
+        print(
+            f"seq2seq {args.command}: error: input is not valid UTF-8 ({e.reason}); convert it, e.g. with iconv",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"seq2seq {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -178,3 +178,26 @@ def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
     result = json.loads(bench.stdout.splitlines()[-1])
     assert result["train_tokens_per_s"] > 0 and result["decode_sentences"] == 8
     assert {"peak_rss_mib", "device", "precision", "threads"} <= set(result)
+
+
+def test_invalid_utf8_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus), "--set", "training.max_steps=2"]) == 0
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ein Hund\n\xff\xfe kaputt\n")
+    out = tmp_path / "out.txt"
+    assert main(["translate", "--checkpoint", str(run / "best.pt"), "--input", str(bad), "--output", str(out)]) == 2
+    assert "UTF-8" in capsys.readouterr().err
+    assert not out.exists()  # no half-written output
+
+
+def test_resume_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    common = ["--run-dir", str(run), *data_overrides(corpus)]
+    assert main(["train", TINY, *common, "--set", "training.max_steps=5"]) == 0
+    assert main(["train", TINY, *common, "--resume", "--set", "model.encoder.hidden_size=8"]) == 2
+    assert "`model` section" in capsys.readouterr().err
+    assert main(["train", TINY, *common, "--resume", "--set", "training.max_steps=8"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["train_state"]["progress"]["step"] == 8

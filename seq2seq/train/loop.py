@@ -101,6 +101,24 @@ def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
+    """A resumed run may change its training budget and search settings (e.g. more epochs,
+    other threads), but not the data or the model it was trained on."""
+    for section in ("data", "model"):
+        if getattr(saved, section) != getattr(given, section):
+            raise RunDirError(
+                f"{run_dir}: --resume with a different `{section}` section than the run was "
+                f"started with (see {run_dir}/config.yaml); resume with that config"
+            )
+    changed = {
+        f"training.{k}": v
+        for k, v in config_to_dict(given.training).items()
+        if config_to_dict(saved.training)[k] != v
+    }
+    if changed:
+        log.info("--resume with changed settings: %s", changed)
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and progress of one run."""
 
@@ -308,10 +326,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
     run_dir = Path(run_dir)
     open_run_dir(run_dir, resume, overwrite)
     if resume:
-        saved = load_checkpoint(run_dir / "last.pt").config
-        if config_to_dict(saved) != config_to_dict(config):
-            log.warning("--resume: using the config saved in %s/last.pt, not the one given", run_dir)
-        config = saved
+        check_resumable(load_checkpoint(run_dir / "last.pt").config, config, run_dir)
     dump_config(config, run_dir / "config.yaml")
     tc = config.training
     device = pick_device(tc.device)
