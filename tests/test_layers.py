@@ -5,27 +5,20 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "seq2seq"
 
+# Everything above the models and data layers.
+ABOVE_MODELS_AND_DATA = [
+    "seq2seq.search",
+    "seq2seq.checkpoint",
+    "seq2seq.translate",
+    "seq2seq.evaluate",
+    "seq2seq.train",
+    "seq2seq.cli",
+]
 # module prefix -> seq2seq modules it must not import
 FORBIDDEN = {
     "seq2seq.config": ["seq2seq."],
-    "seq2seq.models": [
-        "seq2seq.data",
-        "seq2seq.search",
-        "seq2seq.checkpoint",
-        "seq2seq.translate",
-        "seq2seq.evaluate",
-        "seq2seq.train",
-        "seq2seq.cli",
-    ],
-    "seq2seq.data": [
-        "seq2seq.models",
-        "seq2seq.search",
-        "seq2seq.checkpoint",
-        "seq2seq.translate",
-        "seq2seq.evaluate",
-        "seq2seq.train",
-        "seq2seq.cli",
-    ],
+    "seq2seq.models": ["seq2seq.data", *ABOVE_MODELS_AND_DATA],
+    "seq2seq.data": ["seq2seq.models", *ABOVE_MODELS_AND_DATA],
     "seq2seq.search": ["seq2seq.data", "seq2seq.checkpoint", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.checkpoint": ["seq2seq.search", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.translate": ["seq2seq.train", "seq2seq.cli"],

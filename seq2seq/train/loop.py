@@ -111,9 +111,7 @@ def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
                 f"started with (see {run_dir}/config.yaml); resume with that config"
             )
     changed = {
-        f"training.{k}": v
-        for k, v in config_to_dict(given.training).items()
-        if config_to_dict(saved.training)[k] != v
+        f"training.{k}": v for k, v in config_to_dict(given.training).items() if config_to_dict(saved.training)[k] != v
     }
     if changed:
         log.info("--resume with changed settings: %s", changed)
