@@ -127,7 +127,10 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
     loaded, search, device = _search_setup(args)
     with _input(args.input) as source, atomic_output(args.output) as out:
-        outputs = translate_lines(loaded.model, source, search, loaded.src_vocab, loaded.tgt_vocab, device)
+        chunk = 1 if source.isatty() else 10_000  # interactive: answer each line at once
+        outputs = translate_lines(
+            loaded.model, source, search, loaded.src_vocab, loaded.tgt_vocab, device, chunk_lines=chunk
+        )
         for i, nbest in enumerate(outputs):
             if search.n_best == 1:
                 out.write(nbest[0][0] + "\n")

@@ -113,3 +113,20 @@ def test_select_reorders_named_tuples(model: torch.nn.Module) -> None:
     picked = select(encoded, torch.tensor([2, 0]))
     assert type(picked) is type(encoded)
     torch.testing.assert_close(picked.outputs, encoded.outputs[[2, 0]])
+
+
+def test_beam_reorders_lstm_states() -> None:
+    torch.manual_seed(5)
+    config = ModelConfig(
+        encoder=EncoderConfig(cell="lstm", embedding_dim=8, hidden_size=8, num_layers=2),
+        decoder=DecoderConfig(cell="lstm", embedding_dim=8, hidden_size=12, output_size=8, num_layers=2),
+    )
+    lstm = build_model(config, V, V).eval()
+    src, lengths = sources(8, seed=6)
+    greedy = greedy_search(lstm, src, lengths, **KW)
+    beam = beam_search(lstm, src, lengths, beam_size=1, length_penalty_kind="none", **KW)
+    assert [h.tokens for h in greedy] == [b[0].tokens for b in beam]
+    wide = beam_search(lstm, src, lengths, beam_size=4, **KW)
+    for i in range(len(src)):
+        alone = beam_search(lstm, src[i : i + 1, : int(lengths[i])], lengths[i : i + 1], beam_size=4, **KW)
+        assert alone[0][0].tokens == wide[i][0].tokens
