@@ -3,7 +3,6 @@ pairs encoded and filtered."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +10,6 @@ from seq2seq.config import CorpusConfig, DataConfig
 from seq2seq.data.batching import ParallelData, filter_pairs, to_parallel_data
 from seq2seq.data.sources import load_corpus
 from seq2seq.data.subwords import Vocab, encode_dataset, prepare_vocabs
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
