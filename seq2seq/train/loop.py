@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import Loaded, load_checkpoint, save_checkpoint
 from seq2seq.config import RunConfig, config_to_dict, dump_config
 from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
@@ -110,8 +110,12 @@ def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
                 f"{run_dir}: --resume with a different `{section}` section than the run was "
                 f"started with (see {run_dir}/config.yaml); resume with that config"
             )
+    before, after = config_to_dict(saved), config_to_dict(given)
     changed = {
-        f"training.{k}": v for k, v in config_to_dict(given.training).items() if config_to_dict(saved.training)[k] != v
+        f"{section}.{k}": v
+        for section in ("training", "search")
+        for k, v in after[section].items()
+        if before[section][k] != v
     }
     if changed:
         log.info("--resume with changed settings: %s", changed)
@@ -149,8 +153,7 @@ class Trainer:
             "progress": {k: getattr(p, k) for k in p.__dataclass_fields__},
         }
 
-    def restore(self, path: Path) -> None:
-        loaded = load_checkpoint(path)
+    def restore(self, loaded: Loaded, path: Path) -> None:
         state = loaded.train_state
         if state is None:
             raise RunDirError(f"{path}: holds no training state to resume from")
@@ -323,8 +326,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
     """Train a model as ``config`` says, in ``run_dir``; returns the path of ``best.pt``."""
     run_dir = Path(run_dir)
     open_run_dir(run_dir, resume, overwrite)
-    if resume:
-        check_resumable(load_checkpoint(run_dir / "last.pt").config, config, run_dir)
+    resumed = load_checkpoint(run_dir / "last.pt") if resume else None
+    if resumed is not None:
+        check_resumable(resumed.config, config, run_dir)
     dump_config(config, run_dir / "config.yaml")
     tc = config.training
     device = pick_device(tc.device)
@@ -334,8 +338,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
     log.info("device %s, precision %s, %d threads", device, tc.precision, threads)
     data = prepare_data(config.data, run_dir, seed=tc.seed)
     trainer = Trainer(config, run_dir, data, device)
-    if resume:
-        trainer.restore(run_dir / "last.pt")
+    if resumed is not None:
+        trainer.restore(resumed, run_dir / "last.pt")
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
     trainer.run()
