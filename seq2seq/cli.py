@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # torch and the checkpoint module load only when a command ne
     import torch
 
     from seq2seq.checkpoint import Loaded
+    from seq2seq.search import Searchable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p)
     p.add_argument("--input", help="source text, one sentence per line (default: stdin)")
     p.add_argument("--output", help="translations (default: stdout); written atomically")
+    p.add_argument(
+        "--attention-dir",
+        help="write each line's attention weights (best hypothesis) to DIR/LINE.json, for scripts/plot_attention.py",
+    )
 
     p = sub.add_parser("evaluate", help="translate a source file and score it with sacreBLEU")
     _add_search_args(p)
@@ -49,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `seq2seq train`")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a checkpoint written by `seq2seq train`; several make an ensemble (search settings from the first)",
+    )
     p.add_argument("--beam-size", type=int, help="1 for greedy search (default: from the checkpoint's config)")
     p.add_argument(
         "--n-best", type=int, help="hypotheses per sentence; translate then writes 'i ||| text ||| score' lines"
@@ -99,18 +110,30 @@ def _read_lines(path: str) -> list[str]:
         raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
 
 
-def _search_setup(args: argparse.Namespace) -> tuple[Loaded, SearchConfig, torch.device]:
+def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchConfig, torch.device]:
+    """The first checkpoint (config, vocabularies), the model or ensemble to search, the
+    search settings and the device."""
     from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.ensemble import Ensemble
     from seq2seq.train.device import pick_device, set_threads
 
     set_threads(0)
     device = pick_device(args.device)
-    loaded = load_checkpoint(args.checkpoint, device)
+    members = [load_checkpoint(path, device) for path in args.checkpoint]
+    loaded = members[0]
+    for path, other in zip(args.checkpoint[1:], members[1:]):
+        for side in ("src", "tgt"):
+            if getattr(other, f"{side}_vocab").model_proto != getattr(loaded, f"{side}_vocab").model_proto:
+                raise ConfigError(
+                    f"--checkpoint: {path} has another {side} vocabulary than {args.checkpoint[0]}; "
+                    "an ensemble needs models trained with the same SentencePiece models"
+                )
+    model: Searchable = loaded.model if len(members) == 1 else Ensemble([m.model for m in members])
     changes = {"beam_size": args.beam_size, "n_best": args.n_best, "batch_size": args.batch_size}
     search = dataclasses.replace(loaded.config.search, **{k: v for k, v in changes.items() if v is not None})
     if search.n_best > search.beam_size:
         raise ConfigError(f"--n-best {search.n_best} exceeds the beam size {search.beam_size}")
-    return loaded, search, device
+    return loaded, model, search, device
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -123,27 +146,43 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from seq2seq.translate import translate_lines
+    from seq2seq.translate import attention_record, translate_lines
 
-    loaded, search, device = _search_setup(args)
+    loaded, model, search, device = _search_setup(args)
+    if args.attention_dir:
+        if loaded.config.model.decoder.type == "context":
+            raise ConfigError(f"--attention-dir: {args.checkpoint[0]} has a decoder without attention (type context)")
+        Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
     with _input(args.input) as source, atomic_output(args.output) as out:
         chunk = 1 if source.isatty() else 10_000  # interactive: answer each line at once
+        read: deque[str] = deque()  # lines read but not yet answered, for the attention files
         outputs = translate_lines(
-            loaded.model, source, search, loaded.src_vocab, loaded.tgt_vocab, device, chunk_lines=chunk
+            model, _remember(source, read), search, loaded.src_vocab, loaded.tgt_vocab, device, chunk_lines=chunk
         )
         for i, nbest in enumerate(outputs):
+            line = read.popleft()
             if search.n_best == 1:
                 out.write(nbest[0][0] + "\n")
             else:  # Moses n-best format
                 out.writelines(f"{i} ||| {text} ||| {hyp.score:.4f}\n" for text, hyp in nbest)
             out.flush()
+            if args.attention_dir and nbest[0][1].attention is not None:  # None: an empty line
+                record = attention_record(i, line, nbest[0][1], loaded.src_vocab, loaded.tgt_vocab)
+                with atomic_output(str(Path(args.attention_dir) / f"{i:06d}.json")) as f:
+                    json.dump(record, f)
+
+
+def _remember(lines: Iterable[str], read: deque[str]) -> Iterator[str]:
+    for line in lines:
+        read.append(line)
+        yield line
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from seq2seq.evaluate import format_scores, score_corpus
     from seq2seq.translate import translate_lines
 
-    loaded, search, device = _search_setup(args)
+    loaded, model, search, device = _search_setup(args)
     if args.split:
         sources, references = _config_corpus(loaded.config, args.split)
     elif args.src and args.ref:
@@ -153,7 +192,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         raise ConfigError("evaluate needs --src and --ref, or --split dev|test")
     search = dataclasses.replace(search, n_best=1)
-    outputs = translate_lines(loaded.model, sources, search, loaded.src_vocab, loaded.tgt_vocab, device)
+    outputs = translate_lines(model, sources, search, loaded.src_vocab, loaded.tgt_vocab, device)
     hypotheses = [nbest[0][0] for nbest in outputs]
     if args.output:
         with atomic_output(args.output) as out:

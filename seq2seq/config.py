@@ -95,14 +95,25 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    type: str = _choice("context", "context")
+    """``type``: ``context`` (Cho et al. 2014: the fixed summary at every step),
+    ``bahdanau`` (Bahdanau et al. 2015: the previous state attends, the context enters the
+    recurrence and the deep output) or ``luong`` (Luong et al. 2015: the new state attends,
+    h̃ = tanh(W_c [c; h]), optionally fed to the next step: ``input_feeding``).
+    ``attention``: the score, ``mlp`` (additive), ``dot`` or ``general``; ``attention_size``
+    is the additive attention's hidden size (0: ``hidden_size``). ``output_layer`` applies to
+    ``context`` and ``bahdanau``; for ``luong``, ``output_size`` is the size of h̃."""
+
+    type: str = _choice("context", "context", "bahdanau", "luong")
     cell: str = _choice("gru", *CELLS)
     embedding_dim: int = _range(256, 1)
     hidden_size: int = _range(512, 1)
     num_layers: int = _range(1, 1)
     dropout: float = _range(0.3, 0.0, 1.0)
+    attention: str = _choice("mlp", "mlp", "dot", "general")
+    attention_size: int = _range(0, 0)
+    input_feeding: bool = True
     output_layer: str = _choice("maxout", "maxout", "linear")
-    output_size: int = _range(256, 1)  # size of the deep output before the vocabulary
+    output_size: int = _range(256, 1)  # size of the deep output (or of h̃) before the vocabulary
     tie_embeddings: bool = False  # needs output_size == embedding_dim
 
 
@@ -110,7 +121,9 @@ class DecoderConfig:
 class ModelConfig:
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
-    bridge: str = _choice("tanh", "tanh", "zero")
+    # tanh: final states -> linear -> tanh (Cho); mean: mean annotation -> linear -> tanh;
+    # last: the final state itself (sizes must match); zero
+    bridge: str = _choice("tanh", "tanh", "mean", "last", "zero")
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,7 @@ class TrainingConfig:
     max_steps: int = _range(0, 0)  # 0: no limit
     max_minutes: float = _range(0.0, 0.0)  # wall-time budget; 0: no limit
     validate_every: int = _range(1000, 1)  # steps
+    keep_checkpoints: int = _range(0, 0)  # keep the weights of the last K validations as ckpt-STEP.pt
     save_every: int = _range(0, 0)  # steps between last.pt writes; 0: at validation
     log_every: int = _range(50, 1)
     early_stopping_metric: str = _choice("bleu", "bleu", "loss")
@@ -167,6 +181,17 @@ class RunConfig:
             raise ConfigError(
                 f"model.decoder.tie_embeddings: true needs model.decoder.output_size "
                 f"({dec.output_size}) == model.decoder.embedding_dim ({dec.embedding_dim})"
+            )
+        enc_size = self.model.encoder.hidden_size * (2 if self.model.encoder.bidirectional else 1)
+        if self.model.bridge == "last" and enc_size != dec.hidden_size:
+            raise ConfigError(
+                f"model.bridge: last copies the encoder's final state ({enc_size} features) into the decoder: "
+                f"model.decoder.hidden_size ({dec.hidden_size}) must equal it; or use bridge tanh or mean"
+            )
+        if dec.type != "context" and dec.attention == "dot" and enc_size != dec.hidden_size:
+            raise ConfigError(
+                f"model.decoder.attention: dot needs model.decoder.hidden_size ({dec.hidden_size}) == the encoder's "
+                f"output size ({enc_size}); use general or mlp"
             )
         if self.search.n_best > self.search.beam_size:
             raise ConfigError(f"search.n_best: {self.search.n_best} exceeds search.beam_size ({self.search.beam_size})")

@@ -14,17 +14,19 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from seq2seq.models.cells import State
-from seq2seq.models.encoder import Encoded
 from seq2seq.models.seq2seq import StepOutput
 
 T = TypeVar("T", bound=tuple[Any, ...])
 
 
 class Searchable(Protocol):
-    def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded: ...
-    def init_state(self, encoded: Encoded) -> State: ...
-    def step(self, prev: Tensor, state: State, encoded: Encoded) -> StepOutput: ...
+    """A model (:class:`seq2seq.models.seq2seq.Seq2Seq`) or an ensemble
+    (:class:`seq2seq.ensemble.Ensemble`). Search treats the encoded source and the state as
+    opaque (nested) tuples of batch-first tensors."""
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
+    def init_state(self, encoded: Any) -> Any: ...
+    def step(self, prev: Tensor, state: Any, encoded: Any) -> StepOutput: ...
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,12 @@ class Hypothesis:
 
 
 def select(items: T, index: Tensor) -> T:
-    """Pick rows ``index`` along the batch dimension of every tensor in a (named) tuple."""
-    picked = [x.index_select(0, index) if isinstance(x, Tensor) else x for x in items]
+    """Pick rows ``index`` along the batch dimension of every tensor in a (named, nested)
+    tuple; other items (None) stay as they are."""
+    picked = [
+        x.index_select(0, index) if isinstance(x, Tensor) else select(x, index) if isinstance(x, tuple) else x
+        for x in items
+    ]
     return type(items)(*picked) if hasattr(items, "_fields") else type(items)(picked)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -76,3 +77,14 @@ def translate_lines(
         src_ids = src_vocab.encode([line.strip() for line in chunk])
         for hyps in translate_ids(model, src_ids, search, src_vocab, tgt_vocab, device):
             yield list(zip(tgt_vocab.decode([h.tokens for h in hyps]), hyps))
+
+
+def attention_record(line: int, source: str, hyp: Hypothesis, src_vocab: Vocab, tgt_vocab: Vocab) -> dict[str, Any]:
+    """What ``translate --attention-dir`` writes and ``scripts/plot_attention.py`` draws:
+    source and target pieces (EOS included) and the weights, one row per target piece."""
+    assert hyp.attention is not None
+    src_pieces = [*src_vocab.pieces(src_vocab.encode([source.strip()])[0]), "</s>"]
+    tgt_pieces = [*tgt_vocab.pieces(hyp.tokens), "</s>"]
+    assert hyp.attention.shape == (len(tgt_pieces), len(src_pieces))
+    weights = [[round(w, 5) for w in row] for row in hyp.attention.float().tolist()]
+    return {"line": line, "source": src_pieces, "target": tgt_pieces, "weights": weights}

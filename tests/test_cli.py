@@ -201,3 +201,58 @@ def test_resume_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "`model` section" in capsys.readouterr().err
     assert main(["train", TINY, *common, "--resume", "--set", "training.max_steps=8"]) == 0
     assert torch.load(run / "last.pt", weights_only=True)["train_state"]["progress"]["step"] == 8
+
+
+def test_attention_model_checkpoints_ensemble_and_attention_files(tmp_path: Path) -> None:
+    """Luong attention end to end: kept checkpoints, an ensemble, attention files, averaging."""
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    attention = ["--set", "model.decoder.type=luong", "--set", "model.decoder.attention=general"]
+    keep = ["--set", "training.keep_checkpoints=2", "--set", "training.validate_every=5"]
+    assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus), *attention, *keep]) == 0
+    kept = sorted(p.name for p in run.glob("ckpt-*.pt"))
+    assert kept == ["ckpt-0000025.pt", "ckpt-0000030.pt"]
+
+    src = corpus / "dev.src"
+    out, attn_dir = tmp_path / "out.txt", tmp_path / "attn"
+    ckpts = [str(run / "best.pt"), str(run / "ckpt-0000025.pt")]
+    args = ["translate", "--checkpoint", *ckpts, "--input", str(src), "--output", str(out)]
+    assert main([*args, "--attention-dir", str(attn_dir)]) == 0
+    lines = src.read_text(encoding="utf-8").splitlines()
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(lines)
+    files = sorted(attn_dir.glob("*.json"))
+    assert [f.name for f in files] == [f"{i:06d}.json" for i in range(len(lines))]
+    record = json.loads(files[3].read_text())
+    assert record["line"] == 3 and record["source"][-1] == "</s>" and record["target"][-1] == "</s>"
+    weights = torch.tensor(record["weights"])
+    assert weights.shape == (len(record["target"]), len(record["source"]))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(len(record["target"])), atol=1e-4, rtol=0)
+
+    averaged = tmp_path / "avg.pt"
+    script = ROOT / "scripts" / "average_checkpoints.py"
+    subprocess.run(
+        [sys.executable, str(script), "--run-dir", str(run), "--last", "2", "--output", str(averaged)], check=True
+    )
+    assert main(["translate", "--checkpoint", str(averaged), "--input", str(src), "--output", str(out)]) == 0
+
+
+def test_ensemble_of_different_vocabularies_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = []
+    for seed in (0, 1):
+        corpus = write_toy_corpus(tmp_path / f"corpus{seed}", seed=seed, n_train=100 + 50 * seed)
+        run = tmp_path / f"run{seed}"
+        steps = ["--set", "training.max_steps=5", "--set", "data.subwords.vocab_size=40"]
+        assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus), *steps]) == 0
+        runs.append(str(run / "best.pt"))
+    src = tmp_path / "corpus0" / "dev.src"
+    assert main(["translate", "--checkpoint", *runs, "--input", str(src)]) == 2
+    assert "vocabulary" in capsys.readouterr().err
+
+
+def test_attention_dir_needs_an_attention_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus), "--set", "training.max_steps=5"]) == 0
+    args = ["translate", "--checkpoint", str(run / "best.pt"), "--input", str(corpus / "dev.src")]
+    assert main([*args, "--attention-dir", str(tmp_path / "a")]) == 2
+    assert "without attention" in capsys.readouterr().err

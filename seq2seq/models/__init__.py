@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 from torch import nn
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import DecoderConfig, ModelConfig
+from seq2seq.models.attention_decoders import BahdanauDecoder, LuongDecoder
 from seq2seq.models.bridges import BRIDGES
-from seq2seq.models.decoders import ContextDecoder
+from seq2seq.models.decoders import ContextDecoder, Decoder
 from seq2seq.models.encoder import Encoder
 from seq2seq.models.seq2seq import Seq2Seq
 
@@ -23,11 +27,20 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
         dropout=enc.dropout,
         padding_idx=padding_idx,
     )
-    decoder = ContextDecoder(
-        tgt_vocab_size,
+    decoder: Any = DECODERS[dec.type](dec, tgt_vocab_size, encoder.output_size, padding_idx)
+    bridge = BRIDGES[config.bridge](encoder.output_size, dec.hidden_size, dec.num_layers, decoder.rnn.num_states)
+    generator = nn.Linear(dec.output_size, tgt_vocab_size)
+    if dec.tie_embeddings:
+        generator.weight = decoder.embedding.weight  # Press & Wolf (2017)
+    return Seq2Seq(encoder, bridge, cast(Decoder, decoder), generator)
+
+
+def _context(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+    return ContextDecoder(
+        vocab_size,
         dec.embedding_dim,
         dec.hidden_size,
-        context_size=encoder.output_size,
+        context_size=context_size,
         num_layers=dec.num_layers,
         cell=dec.cell,
         dropout=dec.dropout,
@@ -35,8 +48,45 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
         output_size=dec.output_size,
         padding_idx=padding_idx,
     )
-    bridge = BRIDGES[config.bridge](encoder.output_size, dec.hidden_size, dec.num_layers, decoder.rnn.num_states)
-    generator = nn.Linear(dec.output_size, tgt_vocab_size)
-    if dec.tie_embeddings:
-        generator.weight = decoder.embedding.weight  # Press & Wolf (2017)
-    return Seq2Seq(encoder, bridge, decoder, generator)
+
+
+def _bahdanau(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+    return BahdanauDecoder(
+        vocab_size,
+        dec.embedding_dim,
+        dec.hidden_size,
+        context_size=context_size,
+        num_layers=dec.num_layers,
+        cell=dec.cell,
+        dropout=dec.dropout,
+        attention=dec.attention,
+        attention_size=dec.attention_size,
+        output_layer=dec.output_layer,
+        output_size=dec.output_size,
+        padding_idx=padding_idx,
+    )
+
+
+def _luong(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+    return LuongDecoder(
+        vocab_size,
+        dec.embedding_dim,
+        dec.hidden_size,
+        context_size=context_size,
+        num_layers=dec.num_layers,
+        cell=dec.cell,
+        dropout=dec.dropout,
+        attention=dec.attention,
+        attention_size=dec.attention_size,
+        input_feeding=dec.input_feeding,
+        output_size=dec.output_size,
+        padding_idx=padding_idx,
+    )
+
+
+# model.decoder.type -> builder(decoder config, target vocabulary size, encoder output size, padding id)
+DECODERS: dict[str, Callable[[DecoderConfig, int, int, int], nn.Module]] = {
+    "context": _context,
+    "bahdanau": _bahdanau,
+    "luong": _luong,
+}

@@ -1,8 +1,10 @@
 """Decoders. Each takes an explicit state and returns the next one; none keeps per-batch
 state on ``self``.
 
-Interface shared by every decoder (attention decoders slot in beside this one)::
+Interface shared by every decoder (the attention decoders are in
+:mod:`seq2seq.models.attention_decoders`)::
 
+    encoded = decoder.prepare(encoded)                   # once per batch: attention keys
     state = decoder.init_state(encoded, hidden)          # hidden: from a bridge
     out = decoder(prev_tokens, state, encoded)           # teacher forced, (N, T)
     out = decoder.step(prev_token, state, encoded)       # one step, (N,)
@@ -32,6 +34,7 @@ class DecoderOutput(NamedTuple):
 class Decoder(Protocol):
     """What the model, the trainer and search need of a decoder."""
 
+    def prepare(self, encoded: Encoded) -> Encoded: ...
     def init_state(self, encoded: Encoded, hidden: State) -> State: ...
     def __call__(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput: ...
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput: ...
@@ -90,6 +93,9 @@ class ContextDecoder(nn.Module):
         self.rnn = make_recurrent(cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout)
         self.output = OUTPUT_LAYERS[output_layer](hidden_size + embedding_dim + context_size, output_size)
         self.output_size = output_size
+
+    def prepare(self, encoded: Encoded) -> Encoded:
+        return encoded  # no attention: nothing to precompute
 
     def init_state(self, encoded: Encoded, hidden: State) -> State:
         return (*hidden, encoded.summary[:, 0])

@@ -18,6 +18,7 @@ class Encoded(NamedTuple):
     mask: Tensor  # (N, S) bool, True at real source positions
     summary: Tensor  # (N, K, D*H) top layer's final states, directions concatenated;
     # K = 1 (h) for rnn/gru, 2 (h, c) for lstm. Cho et al.'s summary c is summary[:, 0].
+    keys: Tensor | None = None  # (N, S, A) attention keys, projected once by the decoder's prepare()
 
 
 class Encoder(nn.Module):

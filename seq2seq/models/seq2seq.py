@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from seq2seq.models.cells import State
-from seq2seq.models.decoders import Decoder
+from seq2seq.models.decoders import Decoder, DecoderOutput
 from seq2seq.models.encoder import Encoded, Encoder
 
 
 class StepOutput(NamedTuple):
     log_probs: Tensor  # (N, V) float32
-    state: State
+    state: Any  # the decoder's state: a tuple of batch-first tensors (nested for an ensemble)
     attention: Tensor | None = None  # (N, S)
 
 
@@ -33,19 +33,24 @@ class Seq2Seq(nn.Module):
         self.generator = generator
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
-        """src: (N, S), src_lengths: (N,) -> :class:`Encoded`."""
-        encoded: Encoded = self.encoder(src, src_lengths)
-        return encoded
+        """src: (N, S), src_lengths: (N,) -> :class:`Encoded`, with the decoder's attention
+        keys when it attends."""
+        return self.decoder.prepare(self.encoder(src, src_lengths))
 
     def init_state(self, encoded: Encoded) -> State:
-        return self.decoder.init_state(encoded, self.bridge(encoded.summary))
+        return self.decoder.init_state(encoded, self.bridge(encoded))
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing. src: (N, S), tgt_in: (N, T) (BOS + target) -> features (N, T, O);
         :meth:`logits` maps features to vocabulary scores, so the trainer can project only
         the real (unpadded) positions."""
+        return self.teacher_forced(src, src_lengths, tgt_in).features
+
+    def teacher_forced(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> DecoderOutput:
+        """Like :meth:`forward`, with the final state and the attention (N, T, S)."""
         encoded = self.encode(src, src_lengths)
-        return self.decoder(tgt_in, self.init_state(encoded), encoded).features
+        out: DecoderOutput = self.decoder(tgt_in, self.init_state(encoded), encoded)
+        return out
 
     def logits(self, features: Tensor) -> Tensor:
         """(..., O) -> (..., V)."""

@@ -98,6 +98,8 @@ def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if overwrite and run_dir.exists():
         for name in ("last.pt", "best.pt", "metrics.jsonl", "spm.model", "src.model", "tgt.model"):
             (run_dir / name).unlink(missing_ok=True)
+        for path in run_dir.glob("ckpt-*.pt"):
+            path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -287,6 +289,10 @@ class Trainer:
         )
         if improved:
             self.save("best.pt", with_state=False)
+        if tc.keep_checkpoints:  # for scripts/average_checkpoints.py
+            self.save(f"ckpt-{p.step:07d}.pt", with_state=False)
+            for old in sorted(self.run_dir.glob("ckpt-*.pt"))[: -tc.keep_checkpoints]:
+                old.unlink()
         self.save("last.pt")
 
 
