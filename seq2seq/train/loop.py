@@ -4,14 +4,21 @@ A run directory holds everything: ``config.yaml`` (resolved), the SentencePiece 
 ``last.pt`` (weights, optimizer, schedule, RNG and data position: ``--resume`` continues
 exactly where it stopped), ``best.pt`` (the best validation so far, all ``translate``
 needs), ``metrics.jsonl`` and, where tensorboard is installed, ``tensorboard/``.
+
+Under ``torchrun`` (see :mod:`seq2seq.train.distributed`) every rank trains a
+DistributedDataParallel replica on its shard of each epoch's batches; rank 0 alone
+validates, logs and writes the run directory, and tells the others the validation scores,
+so that every rank takes the same learning-rate and stopping decisions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +27,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.checkpoint import Loaded, load_checkpoint, save_checkpoint
 from seq2seq.config import RunConfig, config_to_dict, dump_config
@@ -28,7 +37,8 @@ from seq2seq.data.prepare import RunData, prepare_data
 from seq2seq.evaluate import score_corpus
 from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.train.device import autocast, check_precision, pick_device, rng_state, set_rng_state, set_threads
+from seq2seq.train.device import autocast, check_precision, rng_state, set_rng_state, set_threads
+from seq2seq.train.distributed import World, close_world, init_world, shard
 from seq2seq.train.schedule import Schedule
 from seq2seq.translate import translate_ids
 
@@ -62,6 +72,18 @@ def batch_loss(model: Seq2Seq, batch: Batch, pad: int, label_smoothing: float) -
     logits = model.logits(features[real])
     loss = F.cross_entropy(logits.float(), batch.tgt_out[real], label_smoothing=label_smoothing, reduction="sum")
     return loss, int(real.sum())
+
+
+class _BatchLoss(nn.Module):
+    """:func:`batch_loss` as one module call, so that DistributedDataParallel wraps a forward
+    that uses every parameter (the output projection included)."""
+
+    def __init__(self, model: Seq2Seq, pad: int, label_smoothing: float) -> None:
+        super().__init__()
+        self.model, self.pad, self.label_smoothing = model, pad, label_smoothing
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        return batch_loss(self.model, batch, self.pad, self.label_smoothing)
 
 
 @torch.no_grad()
@@ -126,11 +148,20 @@ def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
 class Trainer:
     """Owns the model, optimizer, schedule and progress of one run."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, data: RunData, device: torch.device) -> None:
+    def __init__(
+        self, config: RunConfig, run_dir: Path, data: RunData, device: torch.device, world: World | None = None
+    ) -> None:
         self.config, self.run_dir, self.data, self.device = config, run_dir, data, device
+        self.world = world = world or World()
         tc = config.training
         self.model = build_model(config.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id)
         self.model.to(device).train()
+        loss = _BatchLoss(self.model, data.tgt_vocab.pad_id, tc.label_smoothing)
+        # Under torchrun, DDP averages the ranks' gradients during backward (see update()).
+        self.ddp = None
+        if world.size > 1:
+            self.ddp = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None)
+        self.loss: nn.Module = self.ddp or loss
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         self.optimizer = optimizers[tc.optimizer](
             self.model.parameters(), lr=tc.learning_rate, betas=tc.betas, weight_decay=tc.weight_decay
@@ -141,8 +172,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
         self.autocast = autocast(tc.precision, device)
         self.progress = Progress()
-        self.metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
-        self.tensorboard = _tensorboard(run_dir)
+        self.metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8") if world.is_main else None
+        self.tensorboard = _tensorboard(run_dir) if world.is_main else None
 
     # --- state --------------------------------------------------------------------------
     def train_state(self) -> dict[str, Any]:
@@ -168,6 +199,8 @@ class Trainer:
         log.info("resumed from %s at step %d (epoch %d)", path, self.progress.step, self.progress.epoch)
 
     def save(self, name: str, with_state: bool = True) -> None:
+        if not self.world.is_main:
+            return
         save_checkpoint(
             self.run_dir / name,
             self.config,
@@ -178,6 +211,8 @@ class Trainer:
         )
 
     def log_metrics(self, record: dict[str, Any]) -> None:
+        if self.metrics is None:  # not rank 0
+            return
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         if self.tensorboard is not None:
@@ -188,16 +223,21 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
     def update(self, batches: list[Batch]) -> tuple[float, int]:
         """One optimizer update over ``batches`` (gradient accumulation); returns the summed
-        loss and target tokens. Each batch's loss is normalised by its own token count."""
-        tc, pad = self.config.training, self.data.tgt_vocab.pad_id
+        loss and target tokens. Each batch's loss is normalised by its own token count, and the
+        gradient is the mean over the batches (and, under DDP, over the ranks): W ranks with K
+        batches each make the same update as one process with W * K batches."""
+        tc = self.config.training
         lr = self.schedule.lr(self.progress.step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, tokens = 0.0, 0
-        for batch in batches:
-            with self.autocast():
-                loss, n = batch_loss(self.model, batch, pad, tc.label_smoothing)
-            self.scaler.scale(loss / (n * len(batches))).backward()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            # Under DDP, all-reduce the gradients once per update, after the last micro-batch.
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with self.autocast():
+                    loss, n = self.loss(batch)
+                self.scaler.scale(loss / (n * len(batches))).backward()
             total, tokens = total + float(loss.detach()), tokens + n
         if tc.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
@@ -211,7 +251,7 @@ class Trainer:
         tc, p = self.config.training, self.progress
         train = self.data.train
         started, window = time.perf_counter() - p.elapsed, _Window()
-        bar = _progress_bar(tc.max_steps, p.step)
+        bar = _progress_bar(tc.max_steps, p.step) if self.world.is_main else None
         while not self.finished(started):
             plan = plan_batches(
                 train.src_lengths,
@@ -220,6 +260,7 @@ class Trainer:
                 self.config.data.batch_sentences,
                 seed=tc.seed * 100_003 + p.epoch,
             )
+            plan = shard(plan, self.world)  # the same plan on every rank; this rank's part
             while p.batch_in_epoch < len(plan) and not self.finished(started):
                 group = plan[p.batch_in_epoch : p.batch_in_epoch + tc.accumulate]
                 batches = [self.make(train, idx) for idx in group]
@@ -252,11 +293,14 @@ class Trainer:
             return True
         if tc.max_epochs and p.epoch > tc.max_epochs:
             return True
-        if tc.max_minutes and time.perf_counter() - started >= tc.max_minutes * 60:
+        # Under DDP the clocks must agree: one rank stopping alone would hang the others.
+        if tc.max_minutes and self.world.any(time.perf_counter() - started >= tc.max_minutes * 60):
             return True
         return bool(tc.patience) and p.bad_validations >= tc.patience
 
     def log_train(self, window: _Window, bar: Any) -> None:
+        loss, targets, tokens = self.world.sum([window.loss, window.targets, window.tokens])  # all ranks
+        window.loss, window.targets, window.tokens = loss, int(targets), int(tokens)
         record = {"step": self.progress.step, "epoch": self.progress.epoch, **window.flush()}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         self.log_metrics(record)
@@ -269,7 +313,8 @@ class Trainer:
 
     def validate_and_save(self) -> None:
         p, tc = self.progress, self.config.training
-        scores = validate(self.model, self.data, self.config, self.device)
+        scores = validate(self.model, self.data, self.config, self.device) if self.world.is_main else {}
+        scores = self.world.broadcast(scores)
         self.schedule.observe(scores["dev_loss"])
         score = scores["dev_bleu"] if tc.early_stopping_metric == "bleu" else -scores["dev_loss"]
         improved = score > p.best
@@ -329,24 +374,39 @@ def _tensorboard(run_dir: Path) -> Any:
 
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Train a model as ``config`` says, in ``run_dir``; returns the path of ``best.pt``."""
+    """Train a model as ``config`` says, in ``run_dir``; returns the path of ``best.pt``.
+    Under torchrun, every rank calls this; rank 0 alone writes ``run_dir``."""
     run_dir = Path(run_dir)
-    open_run_dir(run_dir, resume, overwrite)
-    resumed = load_checkpoint(run_dir / "last.pt") if resume else None
-    if resumed is not None:
-        check_resumable(resumed.config, config, run_dir)
-    dump_config(config, run_dir / "config.yaml")
     tc = config.training
-    device = pick_device(tc.device)
-    check_precision(tc.precision, device)
-    threads = set_threads(tc.threads)
-    torch.manual_seed(tc.seed)
-    log.info("device %s, precision %s, %d threads", device, tc.precision, threads)
-    data = prepare_data(config.data, run_dir, seed=tc.seed)
-    trainer = Trainer(config, run_dir, data, device)
-    if resumed is not None:
-        trainer.restore(resumed, run_dir / "last.pt")
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
-    trainer.run()
+    world, device = init_world(tc.device)
+    try:
+        if not world.is_main:  # one voice in the log
+            logging.getLogger("seq2seq").setLevel(logging.WARNING)
+        if world.is_main:
+            open_run_dir(run_dir, resume, overwrite)
+        world.barrier()
+        resumed = load_checkpoint(run_dir / "last.pt") if resume else None
+        if resumed is not None:
+            check_resumable(resumed.config, config, run_dir)
+        check_precision(tc.precision, device)
+        # Ranks on one machine share its cores.
+        threads = set_threads(tc.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size))
+        torch.manual_seed(tc.seed + world.rank)  # the same weights come from rank 0 (DDP); own dropout masks
+        log.info("device %s, precision %s, %d threads, %d process(es)", device, tc.precision, threads, world.size)
+        if world.is_main:  # SentencePiece is trained once, by rank 0; the others load its models
+            dump_config(config, run_dir / "config.yaml")
+            data = prepare_data(config.data, run_dir, seed=tc.seed)
+        world.barrier()
+        if not world.is_main:
+            data = prepare_data(config.data, run_dir, seed=tc.seed)
+        trainer = Trainer(config, run_dir, data, device, world)
+        if resumed is not None:
+            trainer.restore(resumed, run_dir / "last.pt")
+            if world.rank:  # last.pt holds rank 0's RNG; the other ranks need dropout masks of their own
+                torch.manual_seed(tc.seed + world.rank + 1_000_003 * trainer.progress.step)
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
+        trainer.run()
+    finally:
+        close_world(world)
     return run_dir / "best.pt"
