@@ -166,6 +166,7 @@ class SearchConfig:
     max_length_b: int = _range(10, 0)
     min_length: int = _range(0, 0)
     batch_size: int = _range(64, 1)  # sentences per decoding batch
+    precision: str = _choice("fp32", "fp32", "bf16")  # bf16: autocast matrix products (GPUs, AMX CPUs)
 
 
 @dataclass(frozen=True)

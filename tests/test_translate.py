@@ -32,3 +32,10 @@ def test_order_empty_lines_and_chunking(setup: tuple[torch.nn.Module, Vocab], be
     one_by_one = [next(translate_lines(model, [line], search, vocab, vocab, cpu))[0][0] for line in LINES]
     assert whole == chunked == one_by_one
     assert len(whole) == len(LINES) and whole[1] == ""
+
+
+def test_bf16_decoding_runs_on_cpu(setup: tuple[torch.nn.Module, Vocab]) -> None:
+    model, vocab = setup
+    search = SearchConfig(beam_size=3, precision="bf16", max_length_b=5)
+    out = list(translate_lines(model, LINES, search, vocab, vocab, torch.device("cpu")))
+    assert len(out) == len(LINES) and all(len(n) == 1 for n in out)
