@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.bridges import BRIDGES
 from seq2seq.models.decoders import ContextDecoder
 from seq2seq.models.encoder import Encoder
@@ -22,6 +24,7 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
         cell=enc.cell,
         dropout=enc.dropout,
         padding_idx=padding_idx,
+        **cell_options(enc),
     )
     decoder = ContextDecoder(
         tgt_vocab_size,
@@ -34,9 +37,24 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
         output_layer=dec.output_layer,
         output_size=dec.output_size,
         padding_idx=padding_idx,
+        **cell_options(dec),
     )
-    bridge = BRIDGES[config.bridge](encoder.output_size, dec.hidden_size, dec.num_layers, decoder.rnn.num_states)
+    rnn = decoder.rnn
+    bridge = BRIDGES[config.bridge](
+        encoder.output_size, dec.hidden_size, dec.num_layers, rnn.num_states, state_sizes=rnn.state_sizes
+    )
     generator = nn.Linear(dec.output_size, tgt_vocab_size)
     if dec.tie_embeddings:
         generator.weight = decoder.embedding.weight  # Press & Wolf (2017)
     return Seq2Seq(encoder, bridge, decoder, generator)
+
+
+def cell_options(config: EncoderConfig | DecoderConfig) -> dict[str, Any]:
+    """The recurrent-stack options of an encoder or decoder config, as make_recurrent takes them."""
+    return {
+        "proj_size": config.proj_size,
+        "residual": config.residual,
+        "forget_bias": config.forget_bias,
+        "recurrent_init": config.recurrent_init,
+        "variational": config.dropout_type == "variational",
+    }
