@@ -3,7 +3,8 @@
 A run directory holds everything: ``config.yaml`` (resolved), the SentencePiece models,
 ``last.pt`` (weights, optimizer, schedule, RNG and data position: ``--resume`` continues
 exactly where it stopped), ``best.pt`` (the best validation so far, all ``translate``
-needs), ``metrics.jsonl`` and, where tensorboard is installed, ``tensorboard/``.
+needs), ``metrics.jsonl`` (one JSON record per log line and per validation, with ``step``,
+``epoch`` and ``elapsed`` training seconds) and, where tensorboard is installed, ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ class Trainer:
         return bool(tc.patience) and p.bad_validations >= tc.patience
 
     def log_train(self, window: _Window, bar: Any) -> None:
-        record = {"step": self.progress.step, "epoch": self.progress.epoch, **window.flush()}
+        p = self.progress
+        record = {"step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **window.flush()}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         self.log_metrics(record)
         text = f"loss {record['loss']:.3f}  {record['tokens_per_s']:,.0f} tok/s  lr {record['lr']:.2e}"
@@ -276,7 +278,7 @@ class Trainer:
         else:
             p.bad_validations += 1
         p.history.append({"step": p.step, **scores})
-        self.log_metrics({"step": p.step, **scores})
+        self.log_metrics({"step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **scores})
         log.info(
             "validation at step %d: loss %.3f  ppl %.2f  BLEU %.2f%s",
             p.step,
