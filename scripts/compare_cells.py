@@ -10,10 +10,10 @@ Each cell runs ``seq2seq train CONFIG`` in DIR/CELL with the cell in the encoder
 decoder (``lstmp`` projects to half the hidden size) and ``training.max_minutes: M``, then
 ``seq2seq evaluate --split test`` on its best.pt. Written to DIR:
 
-- ``cells.md``: parameters, seconds per epoch (wall time, validations included, to the
-  start of epoch 2; "—" where the budget ends first), training tokens/s (median of the
-  logged windows), updates, best dev BLEU (greedy) with that checkpoint's dev perplexity,
-  and test BLEU (the config's search);
+- ``cells.md``: parameters, training tokens/s (median of the logged windows; real source
+  and target pieces), seconds per epoch at that speed (the training set's pieces / tokens/s,
+  validations excluded), updates, best dev BLEU (greedy) with that checkpoint's dev
+  perplexity, and test BLEU (the config's search);
 - ``cells.png``: dev BLEU against training wall-clock minutes, one line per cell
   (needs matplotlib: ``pip install -e '.[plot]'``).
 
@@ -52,7 +52,8 @@ def main() -> int:
     if not args.report_only:
         for cell in cells:
             run(args, cell, cell_overrides(cell, base), out / cell)
-    summaries = [summarize(cell, out / cell) for cell in cells]
+    tokens = epoch_tokens(args.config, [*args.set, *cell_overrides(cells[0], base)], out / cells[0])
+    summaries = [summarize(cell, out / cell, tokens) for cell in cells]
     table = markdown(summaries)
     (out / "cells.md").write_text(table, encoding="utf-8")
     print(table, end="")
@@ -70,20 +71,30 @@ def run(args: argparse.Namespace, cell: str, overrides: list[str], run_dir: Path
     (run_dir / "test.json").write_text(result.stdout, encoding="utf-8")
 
 
-def summarize(cell: str, run_dir: Path) -> dict[str, Any]:
+def epoch_tokens(config_path: str, overrides: list[str], run_dir: Path) -> int:
+    """Real source + target pieces in one epoch of the training set, as a run sees it
+    (its SentencePiece model, its length filter)."""
+    from seq2seq.data.prepare import prepare_data
+
+    config = load_config(config_path, overrides)
+    data = prepare_data(config.data, run_dir, seed=config.training.seed)  # reloads run_dir/spm.model
+    return int(data.train.src_lengths.sum() + data.train.tgt_lengths.sum())
+
+
+def summarize(cell: str, run_dir: Path, epoch_tokens: int) -> dict[str, Any]:
     import torch
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "loss" in r]
     dev = [r for r in records if "dev_bleu" in r]
     best = max(dev, key=lambda r: r["dev_bleu"])
-    second_epoch = [r["elapsed"] for r in records if r.get("epoch", 1) >= 2]
     weights = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"]
+    tokens_per_s = statistics.median(r["tokens_per_s"] for r in train)
     return {
         "cell": cell,
         "parameters": sum(v.numel() for v in weights.values()),
-        "epoch_seconds": second_epoch[0] if second_epoch else None,
-        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in train),
+        "epoch_seconds": epoch_tokens / tokens_per_s,
+        "tokens_per_s": tokens_per_s,
         "steps": records[-1]["step"],
         "dev_bleu": best["dev_bleu"],
         "dev_ppl": best["dev_ppl"],
@@ -94,13 +105,12 @@ def summarize(cell: str, run_dir: Path) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| cell | parameters | s/epoch | training tokens/s | updates | dev BLEU | dev ppl | test BLEU |",
+        "| cell | parameters | training tokens/s | s/epoch | updates | dev BLEU | dev ppl | test BLEU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        epoch = f"{r['epoch_seconds']:.0f}" if r["epoch_seconds"] is not None else "—"
         lines.append(
-            f"| {r['cell']} | {r['parameters']:,} | {epoch} | {r['tokens_per_s']:,.0f} | {r['steps']} "
+            f"| {r['cell']} | {r['parameters']:,} | {r['tokens_per_s']:,.0f} | {r['epoch_seconds']:.0f} | {r['steps']} "
             f"| {r['dev_bleu']:.2f} | {r['dev_ppl']:.2f} | {r['test_bleu']:.2f} |"
         )
     return "\n".join(lines) + "\n"
