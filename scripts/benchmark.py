@@ -4,12 +4,18 @@ and `seq2seq translate`.
 
     python scripts/benchmark.py CONFIG [--steps N] [--warmup N] [--set KEY=VALUE ...]
                                        [--decode-sentences N] [--json]
+                                       [--cells gru,lstm_peephole,... [--rounds N]]
 
 Training: tokens/s over ``--steps`` updates after ``--warmup`` updates, counting the real
 source and target pieces of each batch (no padding, no BOS/EOS). Decoding: sentences/s of
 the config's search (beam size from ``search.beam_size``) over the first
 ``--decode-sentences`` sentences of data.test (data.dev if there is none), after the
 training steps, so with a partly trained model. Peak memory: the process' peak RSS.
+
+``--cells``: the same measurement for each cell in the encoder and the decoder (``lstmp``
+projects to half the hidden size), on the same prepared data, in ``--rounds`` interleaved
+rounds (so a background load hits every cell alike); prints each cell's median tokens/s and
+sentences/s and their ratio to the first cell's.
 """
 
 from __future__ import annotations
@@ -18,16 +24,18 @@ import argparse
 import json
 import logging
 import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from seq2seq.config import load_config
+from seq2seq.config import RunConfig, load_config
 from seq2seq.data.batching import plan_batches
-from seq2seq.data.prepare import load_eval_set, prepare_data
+from seq2seq.data.prepare import RunData, load_eval_set, prepare_data
 from seq2seq.train.device import check_precision, pick_device, set_threads
 from seq2seq.train.loop import Trainer
 from seq2seq.translate import translate_ids
@@ -41,6 +49,8 @@ def main() -> int:
     parser.add_argument("--decode-sentences", type=int, default=1000)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cells", help="comma-separated cells to compare, e.g. gru,lstm,lstm_peephole")
+    parser.add_argument("--rounds", type=int, default=1, help="with --cells: interleaved rounds, medians reported")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -49,51 +59,105 @@ def main() -> int:
     device = pick_device(tc.device)
     check_precision(tc.precision, device)
     threads = set_threads(tc.threads)
-    torch.manual_seed(tc.seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(config.data, Path(tmp), seed=tc.seed)
-        trainer = Trainer(config, Path(tmp), data, device)
-        plan = plan_batches(
-            data.train.src_lengths,
-            data.train.tgt_lengths,
-            config.data.batch_tokens,
-            config.data.batch_sentences,
-            seed=tc.seed,
+        if args.cells:
+            return compare(args, data, device, threads)
+        result = measure(config, data, device, Path(tmp), args)
+    result = {"config": args.config, "overrides": args.set, **result, "threads": threads}
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:24s} {value}")
+    return 0
+
+
+def cell_overrides(cell: str, config: RunConfig) -> list[str]:
+    """--set assignments that put ``cell`` in the encoder and the decoder."""
+    sets = [f"model.encoder.cell={cell}", f"model.decoder.cell={cell}"]
+    if cell == "lstmp":
+        enc, dec = config.model.encoder.hidden_size, config.model.decoder.hidden_size
+        sets += [f"model.encoder.proj_size={enc // 2}", f"model.decoder.proj_size={dec // 2}"]
+    return sets
+
+
+def compare(args: argparse.Namespace, data: RunData, device: torch.device, threads: int) -> int:
+    cells = args.cells.split(",")
+    base = load_config(args.config, args.set)
+    runs: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cells}
+    for _ in range(args.rounds):
+        for cell in cells:
+            config = load_config(args.config, [*args.set, *cell_overrides(cell, base)])
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[cell].append(measure(config, data, device, Path(tmp), args))
+    rows = []
+    for cell in cells:
+        train = statistics.median(r["train_tokens_per_s"] for r in runs[cell])
+        decode = statistics.median(r["decode_sentences_per_s"] for r in runs[cell])
+        rows.append({"cell": cell, "train_tokens_per_s": train, "decode_sentences_per_s": decode})
+    for row in rows:
+        row["train_ratio"] = round(row["train_tokens_per_s"] / rows[0]["train_tokens_per_s"], 2)
+        row["decode_ratio"] = round(row["decode_sentences_per_s"] / rows[0]["decode_sentences_per_s"], 2)
+    if args.json:
+        print(json.dumps({"config": args.config, "overrides": args.set, "threads": threads, "cells": rows}))
+        return 0
+    print(f"| cell | training tokens/s | vs {cells[0]} | decoding sentences/s | vs {cells[0]} |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['cell']} | {row['train_tokens_per_s']:,.0f} | {row['train_ratio']:.2f} "
+            f"| {row['decode_sentences_per_s']:.1f} | {row['decode_ratio']:.2f} |"
         )
-        needed = (args.warmup + args.steps) * tc.accumulate
-        plan = (plan * (needed // len(plan) + 1))[:needed]
-        groups = [plan[i : i + tc.accumulate] for i in range(0, needed, tc.accumulate)]
-        tokens, start = 0, 0.0
-        for i, group in enumerate(groups):
-            if i == args.warmup:
-                _sync(device)
-                start = time.perf_counter()
-            batches = [trainer.make(data.train, idx) for idx in group]
-            trainer.update(batches)
-            if i >= args.warmup:
-                tokens += sum(b.num_tokens for b in batches)
-        _sync(device)
-        train_seconds = time.perf_counter() - start
+    return 0
 
-        corpus = config.data.test or config.data.dev
-        test = load_eval_set(corpus, config.data, data.src_vocab, data.tgt_vocab)
-        src_ids = test.src_ids[: args.decode_sentences]
-        trainer.model.eval()
-        translate_ids(
-            trainer.model, src_ids[: config.search.batch_size], config.search, data.src_vocab, data.tgt_vocab, device
-        )  # warm-up
-        _sync(device)
-        start = time.perf_counter()
-        translate_ids(trainer.model, src_ids, config.search, data.src_vocab, data.tgt_vocab, device)
-        _sync(device)
-        decode_seconds = time.perf_counter() - start
 
-    result = {
-        "config": args.config,
-        "overrides": args.set,
+def measure(
+    config: RunConfig, data: RunData, device: torch.device, tmp: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Train ``args.steps`` timed updates of a fresh model, then decode; the figures."""
+    tc = config.training
+    torch.manual_seed(tc.seed)
+    trainer = Trainer(config, tmp, data, device)
+    plan = plan_batches(
+        data.train.src_lengths,
+        data.train.tgt_lengths,
+        config.data.batch_tokens,
+        config.data.batch_sentences,
+        seed=tc.seed,
+    )
+    needed = (args.warmup + args.steps) * tc.accumulate
+    plan = (plan * (needed // len(plan) + 1))[:needed]
+    groups = [plan[i : i + tc.accumulate] for i in range(0, needed, tc.accumulate)]
+    tokens, start = 0, 0.0
+    for i, group in enumerate(groups):
+        if i == args.warmup:
+            _sync(device)
+            start = time.perf_counter()
+        batches = [trainer.make(data.train, idx) for idx in group]
+        trainer.update(batches)
+        if i >= args.warmup:
+            tokens += sum(b.num_tokens for b in batches)
+    _sync(device)
+    train_seconds = time.perf_counter() - start
+
+    corpus = config.data.test or config.data.dev
+    test = load_eval_set(corpus, config.data, data.src_vocab, data.tgt_vocab)
+    src_ids = test.src_ids[: args.decode_sentences]
+    trainer.model.eval()
+    translate_ids(
+        trainer.model, src_ids[: config.search.batch_size], config.search, data.src_vocab, data.tgt_vocab, device
+    )  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    translate_ids(trainer.model, src_ids, config.search, data.src_vocab, data.tgt_vocab, device)
+    _sync(device)
+    decode_seconds = time.perf_counter() - start
+
+    return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "precision": tc.precision,
-        "threads": threads,
         "train_steps": args.steps,
         "train_tokens": tokens,
         "train_seconds": round(train_seconds, 2),
@@ -102,15 +166,8 @@ def main() -> int:
         "beam_size": config.search.beam_size,
         "decode_seconds": round(decode_seconds, 2),
         "decode_sentences_per_s": round(len(src_ids) / decode_seconds, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch": torch.__version__,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:24s} {value}")
-    return 0
 
 
 def _sync(device: torch.device) -> None:

@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the checkpoint config's corpus")
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("score", help="log-probabilities of given pairs (TSV or a Moses phrase table)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `seq2seq train`")
+    p.add_argument("--input", help="'source<TAB>target' or 'source ||| target ||| scores' lines (default: stdin)")
+    p.add_argument("--output", help="the lines with total and per-token log-probability added; written atomically")
+    p.add_argument("--format", default="auto", choices=["auto", "tsv", "moses"], help="auto: moses if ' ||| '")
+    p.add_argument("--batch-size", type=int, default=64, help="pairs per batch")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
 
 
@@ -201,6 +209,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(scores) if args.json else format_scores(scores))
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.score import score_lines
+    from seq2seq.train.device import pick_device, set_threads
+
+    set_threads(0)
+    device = pick_device(args.device)
+    loaded = load_checkpoint(args.checkpoint, device)
+    with _input(args.input) as source, atomic_output(args.output) as out:
+        lines = score_lines(
+            loaded.model,
+            source,
+            loaded.src_vocab,
+            loaded.tgt_vocab,
+            device,
+            fmt=args.format,
+            name=args.input or "<stdin>",
+            batch_size=args.batch_size,
+        )
+        for line in lines:
+            out.write(line + "\n")
+
+
 def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]:
     from seq2seq.data.sources import load_corpus
 
@@ -211,7 +242,7 @@ def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]
     return ds["src"], ds["tgt"]
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate}
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "score": cmd_score}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

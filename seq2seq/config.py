@@ -80,7 +80,8 @@ class DataConfig:
     batch_sentences: int = _range(0, 0)  # if > 0, batches hold this many sentences instead
 
 
-CELLS = ("rnn", "gru", "lstm")
+# The names of seq2seq.models.cells.CELLS (a test keeps them equal; this module stays torch-free).
+CELLS = ("rnn", "gru", "lstm", "lstm_peephole", "lstmp", "layernorm_gru", "layernorm_lstm")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ class EncoderConfig:
     num_layers: int = _range(1, 1)
     bidirectional: bool = True
     dropout: float = _range(0.3, 0.0, 1.0)
+    # Recurrent-stack options, the same for the decoder (see seq2seq.models.cells):
+    proj_size: int = _range(0, 0)  # lstmp only: output (and recurrent) units, < hidden_size
+    residual: bool = False  # layers above the first add their input to their output
+    forget_bias: float = 1.0  # LSTMs: initial forget-gate bias (Gers et al. 2000)
+    recurrent_init: str = _choice("default", "default", "orthogonal")
+    dropout_type: str = _choice("plain", "plain", "variational")  # variational: a mask per sequence
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,11 @@ class DecoderConfig:
     output_layer: str = _choice("maxout", "maxout", "linear")
     output_size: int = _range(256, 1)  # size of the deep output (or of h̃) before the vocabulary
     tie_embeddings: bool = False  # needs output_size == embedding_dim
+    proj_size: int = _range(0, 0)  # as in EncoderConfig
+    residual: bool = False
+    forget_bias: float = 1.0
+    recurrent_init: str = _choice("default", "default", "orthogonal")
+    dropout_type: str = _choice("plain", "plain", "variational")
 
 
 @dataclass(frozen=True)
@@ -177,22 +189,33 @@ class RunConfig:
     search: SearchConfig = SearchConfig()
 
     def __post_init__(self) -> None:
+        for name, part in (("encoder", self.model.encoder), ("decoder", self.model.decoder)):
+            key = f"model.{name}"
+            if part.cell == "lstmp" and not 0 < part.proj_size < part.hidden_size:
+                raise ConfigError(
+                    f"{key}.proj_size: {part.proj_size} must be in 1..{key}.hidden_size - 1 "
+                    f"({part.hidden_size - 1}) for cell lstmp"
+                )
+            if part.cell != "lstmp" and part.proj_size:
+                raise ConfigError(f"{key}.proj_size: {part.proj_size} needs {key}.cell: lstmp (is {part.cell})")
         dec = self.model.decoder
         if dec.tie_embeddings and dec.output_size != dec.embedding_dim:
             raise ConfigError(
                 f"model.decoder.tie_embeddings: true needs model.decoder.output_size "
                 f"({dec.output_size}) == model.decoder.embedding_dim ({dec.embedding_dim})"
             )
-        enc_size = self.model.encoder.hidden_size * (2 if self.model.encoder.bidirectional else 1)
-        if self.model.bridge == "last" and enc_size != dec.hidden_size:
+        enc = self.model.encoder
+        enc_size = (enc.proj_size or enc.hidden_size) * (2 if enc.bidirectional else 1)
+        dec_size = dec.proj_size or dec.hidden_size  # the decoder's h (a projected LSTM's is smaller)
+        if self.model.bridge == "last" and enc_size != dec_size:
             raise ConfigError(
                 f"model.bridge: last copies the encoder's final state ({enc_size} features) into the decoder: "
-                f"model.decoder.hidden_size ({dec.hidden_size}) must equal it; or use bridge tanh or mean"
+                f"model.decoder.hidden_size (or proj_size; {dec_size}) must equal it; or use bridge tanh or mean"
             )
-        if dec.type != "context" and dec.attention == "dot" and enc_size != dec.hidden_size:
+        if dec.type != "context" and dec.attention == "dot" and enc_size != dec_size:
             raise ConfigError(
-                f"model.decoder.attention: dot needs model.decoder.hidden_size ({dec.hidden_size}) == the encoder's "
-                f"output size ({enc_size}); use general or mlp"
+                f"model.decoder.attention: dot needs model.decoder.hidden_size (or proj_size; {dec_size}) == the "
+                f"encoder's output size ({enc_size}); use general or mlp"
             )
         if self.search.n_best > self.search.beam_size:
             raise ConfigError(f"search.n_best: {self.search.n_best} exceeds search.beam_size ({self.search.beam_size})")

@@ -212,3 +212,29 @@ def test_ensemble_mixes_distributions_and_keeps_batch_invariance() -> None:
         n = int(lengths[i])
         alone = beam_search(ensemble, src[i : i + 1, :n], lengths[i : i + 1], beam_size=3, **KW)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in batched[i]]
+
+
+@pytest.mark.parametrize(("kind", "dec_cell", "proj_size"), [("bahdanau", "lstmp", 5), ("luong", "layernorm_lstm", 0)])
+def test_attention_decoders_with_custom_cells(kind: str, dec_cell: str, proj_size: int) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder=EncoderConfig(cell="layernorm_gru", embedding_dim=8, hidden_size=6),
+        decoder=DecoderConfig(
+            type=kind, cell=dec_cell, embedding_dim=8, hidden_size=12, proj_size=proj_size, output_size=8
+        ),
+        bridge="mean",
+    )
+    model = build_model(config, V, V).eval()
+    src, lengths = sources(4)
+    tgt = targets(4, 5)
+    with torch.no_grad():
+        forced = model.teacher_forced(src, lengths, tgt)
+        encoded = model.encode(src, lengths)
+        state = model.init_state(encoded)
+        steps = []
+        for t in range(tgt.size(1)):
+            out = model.decoder.step(tgt[:, t], state, encoded)
+            steps.append(out.features)
+            state = out.state
+    torch.testing.assert_close(forced.features, torch.stack(steps, dim=1), atol=1e-5, rtol=1e-5)
+    assert greedy_search(model, src, lengths, **KW)[0].attention is not None

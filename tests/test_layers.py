@@ -10,6 +10,7 @@ ABOVE_MODELS_AND_DATA = [
     "seq2seq.search",
     "seq2seq.checkpoint",
     "seq2seq.translate",
+    "seq2seq.score",
     "seq2seq.evaluate",
     "seq2seq.train",
     "seq2seq.cli",
@@ -22,6 +23,7 @@ FORBIDDEN = {
     "seq2seq.search": ["seq2seq.data", "seq2seq.checkpoint", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.checkpoint": ["seq2seq.search", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.translate": ["seq2seq.train", "seq2seq.cli"],
+    "seq2seq.score": ["seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.evaluate": ["seq2seq.train", "seq2seq.cli", "seq2seq.models"],
     "seq2seq.train": ["seq2seq.cli"],
 }

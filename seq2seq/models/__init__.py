@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from torch import nn
 
-from seq2seq.config import DecoderConfig, ModelConfig
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.attention_decoders import BahdanauDecoder, LuongDecoder
 from seq2seq.models.bridges import BRIDGES
 from seq2seq.models.decoders import ContextDecoder, Decoder
@@ -26,9 +26,13 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
         cell=enc.cell,
         dropout=enc.dropout,
         padding_idx=padding_idx,
+        **cell_options(enc),
     )
     decoder: Any = DECODERS[dec.type](dec, tgt_vocab_size, encoder.output_size, padding_idx)
-    bridge = BRIDGES[config.bridge](encoder.output_size, dec.hidden_size, dec.num_layers, decoder.rnn.num_states)
+    rnn = decoder.rnn
+    bridge = BRIDGES[config.bridge](
+        encoder.output_size, dec.hidden_size, dec.num_layers, rnn.num_states, state_sizes=rnn.state_sizes
+    )
     generator = nn.Linear(dec.output_size, tgt_vocab_size)
     if dec.tie_embeddings:
         generator.weight = decoder.embedding.weight  # Press & Wolf (2017)
@@ -47,6 +51,7 @@ def _context(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx
         output_layer=dec.output_layer,
         output_size=dec.output_size,
         padding_idx=padding_idx,
+        **cell_options(dec),
     )
 
 
@@ -64,6 +69,7 @@ def _bahdanau(dec: DecoderConfig, vocab_size: int, context_size: int, padding_id
         output_layer=dec.output_layer,
         output_size=dec.output_size,
         padding_idx=padding_idx,
+        **cell_options(dec),
     )
 
 
@@ -81,6 +87,7 @@ def _luong(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: 
         input_feeding=dec.input_feeding,
         output_size=dec.output_size,
         padding_idx=padding_idx,
+        **cell_options(dec),
     )
 
 
@@ -90,3 +97,14 @@ DECODERS: dict[str, Callable[[DecoderConfig, int, int, int], nn.Module]] = {
     "bahdanau": _bahdanau,
     "luong": _luong,
 }
+
+
+def cell_options(config: EncoderConfig | DecoderConfig) -> dict[str, Any]:
+    """The recurrent-stack options of an encoder or decoder config, as make_recurrent takes them."""
+    return {
+        "proj_size": config.proj_size,
+        "residual": config.residual,
+        "forget_bias": config.forget_bias,
+        "recurrent_init": config.recurrent_init,
+        "variational": config.dropout_type == "variational",
+    }

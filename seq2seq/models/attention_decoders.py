@@ -13,7 +13,7 @@ target embeddings, the keys and the output layer are computed for all steps at o
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,8 @@ class BahdanauDecoder(nn.Module):
     The query s_{t-1} is the top layer's previous hidden state. The deep output reads the
     new state s_t, as in dl4mt and Nematus (the paper's equation shows s_{t-1}).
 
-    State: the cell's state (h, or h and c; each (N, num_layers, H)).
+    State: the cell's state (h, or h and c; each (N, num_layers, S_k)). ``cell_options`` go
+    to :func:`~seq2seq.models.cells.make_recurrent`.
     """
 
     def __init__(
@@ -57,13 +58,16 @@ class BahdanauDecoder(nn.Module):
         output_layer: str = "maxout",
         output_size: int = 256,
         padding_idx: int = 0,
+        **cell_options: Any,
     ) -> None:
         super().__init__()
         if output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.dropout = nn.Dropout(dropout)
-        self.rnn = make_recurrent(cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout)
+        self.rnn = make_recurrent(
+            cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
+        )
         query_size = cast(int, self.rnn.output_size)  # D * H, or the projection size
         self.attention = make_attention(attention, query_size, context_size, attention_size or hidden_size)
         self.output = OUTPUT_LAYERS[output_layer](query_size + embedding_dim + context_size, output_size)
@@ -109,7 +113,8 @@ class LuongDecoder(nn.Module):
     ``output_size`` features. Without input feeding, training runs the recurrence over
     the whole target in one fused call and attends for all steps in one product.
 
-    State: the cell's state (each (N, num_layers, H)), then h̃_{t-1} (N, O) with input feeding.
+    State: the cell's state (each (N, num_layers, S_k)), then h̃_{t-1} (N, O) with input
+    feeding. ``cell_options`` go to :func:`~seq2seq.models.cells.make_recurrent`.
     """
 
     def __init__(
@@ -126,13 +131,14 @@ class LuongDecoder(nn.Module):
         input_feeding: bool = True,
         output_size: int = 256,
         padding_idx: int = 0,
+        **cell_options: Any,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.dropout = nn.Dropout(dropout)
         self.input_feeding = input_feeding
         input_size = embedding_dim + (output_size if input_feeding else 0)
-        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, False, dropout)
+        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, False, dropout, **cell_options)
         query_size = cast(int, self.rnn.output_size)  # D * H, or the projection size
         self.attention = make_attention(attention, query_size, context_size, attention_size or hidden_size)
         self.combine = nn.Linear(context_size + query_size, output_size, bias=False)

@@ -1,12 +1,16 @@
 """Bridges: from the encoded source to the decoder's initial recurrent state.
 
 Every bridge maps an :class:`Encoded` batch to the decoder's state, one tensor per state
-component (h, or h and c for an LSTM), each (N, num_layers, H): every decoder layer gets
+component (h, or h and c for an LSTM), each (N, num_layers, S_k): every decoder layer gets
 its own initial state. Built as ``BRIDGES[name](input_size, hidden_size, num_layers,
-num_states)`` with ``input_size`` the encoder's output size (D * H_enc).
+num_states, state_sizes)`` with ``input_size`` the encoder's output size and ``state_sizes``
+the size S_k of each state component (default: ``hidden_size`` for all; a projected LSTM's
+h is smaller than its c).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -15,7 +19,38 @@ from seq2seq.models.cells import State
 from seq2seq.models.encoder import Encoded
 
 
-class TanhBridge(nn.Module):
+class _Bridge(nn.Module):
+    """What every bridge knows: the decoder's layers and the size of each state component."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        num_states: int,
+        state_sizes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_layers: int = num_layers
+        self.state_sizes: tuple[int, ...] = tuple(state_sizes or [hidden_size] * num_states)
+
+
+class _ProjectedBridge(_Bridge):
+    """A bridge with one linear map per state component, to all decoder layers at once."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        num_states: int,
+        state_sizes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, num_layers, num_states, state_sizes)
+        self.projections = nn.ModuleList(nn.Linear(input_size, num_layers * size) for size in self.state_sizes)
+
+
+class TanhBridge(_ProjectedBridge):
     """Cho et al. (2014), Sec. 2.2 / App. A.1: s_0 = tanh(V c), with c the encoder's final
     states (top layer, both directions concatenated) and one V per state component,
     mapped to every decoder layer.
@@ -24,72 +59,67 @@ class TanhBridge(nn.Module):
     state c' when the encoder is an LSTM, and from its final hidden state otherwise.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, num_states: int) -> None:
-        super().__init__()
-        self.shape = (num_layers, hidden_size)
-        self.projections = nn.ModuleList(nn.Linear(input_size, num_layers * hidden_size) for _ in range(num_states))
-
     def forward(self, encoded: Encoded) -> State:
         summary = encoded.summary  # (N, K_enc, C)
         n, k_enc = summary.size(0), summary.size(1)
         return tuple(
-            torch.tanh(proj(summary[:, min(k, k_enc - 1)])).view(n, *self.shape)
-            for k, proj in enumerate(self.projections)
+            torch.tanh(proj(summary[:, min(k, k_enc - 1)])).view(n, self.num_layers, size)
+            for k, (proj, size) in enumerate(zip(self.projections, self.state_sizes))
         )
 
 
-class MeanBridge(nn.Module):
+class MeanBridge(_ProjectedBridge):
     """s_0 = tanh(W_s mean_j h_j): the mean of the annotations over the real source
     positions, as in dl4mt and Nematus (Bahdanau et al. 2015, App. A.2.2, use the first
     backward annotation instead). An LSTM decoder's c_0 has its own W_c on the same mean."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, num_states: int) -> None:
-        super().__init__()
-        self.shape = (num_layers, hidden_size)
-        self.projections = nn.ModuleList(nn.Linear(input_size, num_layers * hidden_size) for _ in range(num_states))
-
     def forward(self, encoded: Encoded) -> State:
         mask = encoded.mask[:, :, None].to(encoded.outputs.dtype)  # (N, S, 1)
         mean = (encoded.outputs * mask).sum(dim=1) / mask.sum(dim=1)  # (N, C)
-        return tuple(torch.tanh(proj(mean)).view(mean.size(0), *self.shape) for proj in self.projections)
+        n = mean.size(0)
+        return tuple(
+            torch.tanh(proj(mean)).view(n, self.num_layers, size)
+            for proj, size in zip(self.projections, self.state_sizes)
+        )
 
 
-class LastBridge(nn.Module):
+class LastBridge(_Bridge):
     """s_0 = the encoder's final hidden state (top layer, directions concatenated), copied
     to every decoder layer without a projection; needs D * H_enc == H_dec. An LSTM decoder
     takes the encoder's final cell state when the encoder is an LSTM, and starts its cell
     state from zeros otherwise (a hidden state is not a cell state)."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, num_states: int) -> None:
-        super().__init__()
-        if input_size != hidden_size:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        num_states: int,
+        state_sizes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, num_layers, num_states, state_sizes)
+        if input_size != self.state_sizes[0]:
             raise ValueError(
                 f"bridge 'last' copies the encoder's final state ({input_size} features) into the decoder, whose "
-                f"hidden_size is {hidden_size}; make them equal or use bridge 'tanh' or 'mean'"
+                f"hidden_size is {self.state_sizes[0]}; make them equal or use bridge 'tanh' or 'mean'"
             )
-        self.num_layers = num_layers
-        self.num_states = num_states
 
     def forward(self, encoded: Encoded) -> State:
         summary = encoded.summary  # (N, K_enc, C)
         states = []
-        for k in range(self.num_states):
-            s = summary[:, k] if k < summary.size(1) else torch.zeros_like(summary[:, 0])
+        for k, size in enumerate(self.state_sizes):
+            has = k < summary.size(1) and summary.size(2) == size
+            s = summary[:, k] if has else summary.new_zeros(summary.size(0), size)
             states.append(s[:, None, :].expand(-1, self.num_layers, -1).contiguous())
         return tuple(states)
 
 
-class ZeroBridge(nn.Module):
+class ZeroBridge(_Bridge):
     """The decoder starts from zeros; it sees the source only through its inputs."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, num_states: int) -> None:
-        super().__init__()
-        self.shape = (num_layers, hidden_size)
-        self.num_states = num_states
-
     def forward(self, encoded: Encoded) -> State:
-        zeros = encoded.summary.new_zeros(encoded.summary.size(0), *self.shape)
-        return (zeros,) * self.num_states
+        n = encoded.summary.size(0)
+        return tuple(encoded.summary.new_zeros(n, self.num_layers, size) for size in self.state_sizes)
 
 
 # "tanh": concatenated final states -> linear -> tanh (Cho); "mean": mean annotation ->

@@ -16,7 +16,7 @@ Decoder states are tuples of batch-first tensors.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +69,8 @@ class ContextDecoder(nn.Module):
     and p(y_t | ...) = softmax(G t_t) is applied by the model. Because no input depends on
     an earlier output, the teacher-forced sequence runs in one fused recurrent call.
 
-    State: the cell's state (h, or h and c; each (N, num_layers, H)) followed by c (N, C).
+    State: the cell's state (h, or h and c; each (N, num_layers, S_k)) followed by c (N, C).
+    ``cell_options`` go to :func:`~seq2seq.models.cells.make_recurrent`.
     """
 
     def __init__(
@@ -84,14 +85,17 @@ class ContextDecoder(nn.Module):
         output_layer: str = "maxout",
         output_size: int = 256,
         padding_idx: int = 0,
+        **cell_options: Any,
     ) -> None:
         super().__init__()
         if output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.dropout = nn.Dropout(dropout)
-        self.rnn = make_recurrent(cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout)
-        self.output = OUTPUT_LAYERS[output_layer](hidden_size + embedding_dim + context_size, output_size)
+        self.rnn = make_recurrent(
+            cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
+        )
+        self.output = OUTPUT_LAYERS[output_layer](self.rnn.output_size + embedding_dim + context_size, output_size)
         self.output_size = output_size
 
     def prepare(self, encoded: Encoded) -> Encoded:

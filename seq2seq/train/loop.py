@@ -3,7 +3,8 @@
 A run directory holds everything: ``config.yaml`` (resolved), the SentencePiece models,
 ``last.pt`` (weights, optimizer, schedule, RNG and data position: ``--resume`` continues
 exactly where it stopped), ``best.pt`` (the best validation so far, all ``translate``
-needs), ``metrics.jsonl`` and, where tensorboard is installed, ``tensorboard/``.
+needs), ``metrics.jsonl`` (one JSON record per log line and per validation, with ``step``,
+``epoch`` and ``elapsed`` training seconds) and, where tensorboard is installed, ``tensorboard/``.
 
 Under ``torchrun`` (see :mod:`seq2seq.train.distributed`) every rank trains a
 DistributedDataParallel replica on its shard of each epoch's batches; rank 0 alone
@@ -301,7 +302,8 @@ class Trainer:
     def log_train(self, window: _Window, bar: Any) -> None:
         loss, targets, tokens = self.world.sum([window.loss, window.targets, window.tokens])  # all ranks
         window.loss, window.targets, window.tokens = loss, int(targets), int(tokens)
-        record = {"step": self.progress.step, "epoch": self.progress.epoch, **window.flush()}
+        p = self.progress
+        record = {"step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **window.flush()}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         self.log_metrics(record)
         text = f"loss {record['loss']:.3f}  {record['tokens_per_s']:,.0f} tok/s  lr {record['lr']:.2e}"
@@ -323,7 +325,7 @@ class Trainer:
         else:
             p.bad_validations += 1
         p.history.append({"step": p.step, **scores})
-        self.log_metrics({"step": p.step, **scores})
+        self.log_metrics({"step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **scores})
         log.info(
             "validation at step %d: loss %.3f  ppl %.2f  BLEU %.2f%s",
             p.step,
