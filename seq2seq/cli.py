@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the lines with total and per-token log-probability added; written atomically")
     p.add_argument("--format", default="auto", choices=["auto", "tsv", "moses"], help="auto: moses if ' ||| '")
     p.add_argument("--batch-size", type=int, default=64, help="pairs per batch")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
 
@@ -214,7 +215,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from seq2seq.score import score_lines
     from seq2seq.train.device import pick_device, set_threads
 
-    set_threads(0)
+    set_threads(args.threads)
     device = pick_device(args.device)
     loaded = load_checkpoint(args.checkpoint, device)
     with _input(args.input) as source, atomic_output(args.output) as out:

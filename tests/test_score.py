@@ -81,7 +81,7 @@ def test_phrase_table_scores_equal_each_pair_alone(checkpoint: Path, tmp_path: P
     table, out = tmp_path / "phrase-table", tmp_path / "scored"
     table.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     args = ["score", "--checkpoint", str(checkpoint), "--input", str(table), "--output", str(out)]
-    assert main([*args, "--batch-size", "37"]) == 0
+    assert main([*args, "--batch-size", "37", "--threads", "1"]) == 0
     scored = out.read_text(encoding="utf-8").splitlines()
     assert len(scored) == 1000
     tgt_vocab = load_checkpoint(checkpoint).tgt_vocab
@@ -104,7 +104,7 @@ def test_phrase_table_scores_equal_each_pair_alone(checkpoint: Path, tmp_path: P
 def test_tsv_gets_two_columns(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("ein Hund\tdog one\textra\nzwei\tzwei\n", encoding="utf-8")
-    assert main(["score", "--checkpoint", str(checkpoint), "--input", str(tsv)]) == 0
+    assert main(["score", "--checkpoint", str(checkpoint), "--input", str(tsv), "--threads", "1"]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [r[:-2] for r in rows] == [["ein Hund", "dog one", "extra"], ["zwei", "zwei"]]
     assert all(float(r[-2]) < 0 and float(r[-1]) < 0 for r in rows)
@@ -114,7 +114,7 @@ def test_malformed_line_is_named(checkpoint: Path, tmp_path: Path, capsys: pytes
     table, out = tmp_path / "bad", tmp_path / "out"
     table.write_text("a ||| b ||| 1\nno separator here\n", encoding="utf-8")
     args = ["score", "--checkpoint", str(checkpoint), "--input", str(table), "--output", str(out)]
-    assert main([*args, "--format", "moses"]) == 2
+    assert main([*args, "--format", "moses", "--threads", "1"]) == 2
     assert f"{table}:2" in capsys.readouterr().err
     assert not out.exists()
 
