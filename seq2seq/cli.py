@@ -75,6 +75,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         "--n-best", type=int, help="hypotheses per sentence; translate then writes 'i ||| text ||| score' lines"
     )
     p.add_argument("--batch-size", type=int, help="sentences per decoding batch")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -126,7 +127,7 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
     from seq2seq.ensemble import Ensemble
     from seq2seq.train.device import pick_device, set_threads
 
-    set_threads(0)
+    set_threads(args.threads)
     device = pick_device(args.device)
     members = [load_checkpoint(path, device) for path in args.checkpoint]
     loaded = members[0]
