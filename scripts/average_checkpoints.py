@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from seq2seq.checkpoint import FORMAT, atomic_save
+from seq2seq.checkpoint import FORMAT, CheckpointError, atomic_save, read_payload
 
 CKPT_NAME = re.compile(r"ckpt-(\d+)\.pt")
 CHECKED_SECTIONS = ("model", "data")  # what fixes the architecture and the vocabularies
@@ -55,14 +55,9 @@ def run_dir_checkpoints(run_dir: Path, last: int) -> list[Path]:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """One checkpoint's plain-data payload (see ``seq2seq.checkpoint``), on the CPU."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise AverageError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise AverageError(f"{path}: not a readable seq2seq checkpoint ({e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise AverageError(f"{path}: not a seq2seq checkpoint of format {FORMAT}")
-    return payload
+        return read_payload(path)
+    except CheckpointError as e:
+        raise AverageError(str(e)) from None
 
 
 def config_differences(a: Any, b: Any, prefix: str) -> Iterator[str]:

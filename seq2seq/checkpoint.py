@@ -72,8 +72,8 @@ def atomic_save(payload: Any, path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loaded:
-    """Rebuild config, model (in eval mode, on ``device``) and vocabularies from one file."""
+def read_payload(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's plain data, on the CPU; :class:`CheckpointError` if it is none."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -83,6 +83,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
         raise CheckpointError(f"{path}: not a readable seq2seq checkpoint ({e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a seq2seq checkpoint of format {FORMAT}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loaded:
+    """Rebuild config, model (in eval mode, on ``device``) and vocabularies from one file."""
+    payload = read_payload(path)
     config = config_from_dict(payload["config"])
     src_vocab, tgt_vocab = Vocab(payload["vocabs"]["src"]), Vocab(payload["vocabs"]["tgt"])
     model = build_model(config.model, len(src_vocab), len(tgt_vocab), padding_idx=src_vocab.pad_id)

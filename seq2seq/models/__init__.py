@@ -39,55 +39,43 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
     return Seq2Seq(encoder, bridge, cast(Decoder, decoder), generator)
 
 
-def _context(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
-    return ContextDecoder(
-        vocab_size,
-        dec.embedding_dim,
-        dec.hidden_size,
-        context_size=context_size,
-        num_layers=dec.num_layers,
-        cell=dec.cell,
-        dropout=dec.dropout,
-        output_layer=dec.output_layer,
-        output_size=dec.output_size,
-        padding_idx=padding_idx,
+def _common(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> dict[str, Any]:
+    """The arguments every decoder takes."""
+    return {
+        "vocab_size": vocab_size,
+        "embedding_dim": dec.embedding_dim,
+        "hidden_size": dec.hidden_size,
+        "context_size": context_size,
+        "num_layers": dec.num_layers,
+        "cell": dec.cell,
+        "dropout": dec.dropout,
+        "padding_idx": padding_idx,
         **cell_options(dec),
-    )
+    }
+
+
+def _context(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+    common = _common(dec, vocab_size, context_size, padding_idx)
+    return ContextDecoder(**common, output_layer=dec.output_layer, output_size=dec.output_size)
 
 
 def _bahdanau(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
     return BahdanauDecoder(
-        vocab_size,
-        dec.embedding_dim,
-        dec.hidden_size,
-        context_size=context_size,
-        num_layers=dec.num_layers,
-        cell=dec.cell,
-        dropout=dec.dropout,
+        **_common(dec, vocab_size, context_size, padding_idx),
         attention=dec.attention,
         attention_size=dec.attention_size,
         output_layer=dec.output_layer,
         output_size=dec.output_size,
-        padding_idx=padding_idx,
-        **cell_options(dec),
     )
 
 
 def _luong(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
     return LuongDecoder(
-        vocab_size,
-        dec.embedding_dim,
-        dec.hidden_size,
-        context_size=context_size,
-        num_layers=dec.num_layers,
-        cell=dec.cell,
-        dropout=dec.dropout,
+        **_common(dec, vocab_size, context_size, padding_idx),
         attention=dec.attention,
         attention_size=dec.attention_size,
         input_feeding=dec.input_feeding,
         output_size=dec.output_size,
-        padding_idx=padding_idx,
-        **cell_options(dec),
     )
 
 
