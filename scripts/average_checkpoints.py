@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import FORMAT, CheckpointError, atomic_save, read_payload
+from seq2seq.config import ConfigError, config_from_dict, config_to_dict
 
 CKPT_NAME = re.compile(r"ckpt-(\d+)\.pt")
 CHECKED_SECTIONS = ("model", "data")  # what fixes the architecture and the vocabularies
@@ -69,11 +70,20 @@ def config_differences(a: Any, b: Any, prefix: str) -> Iterator[str]:
         yield prefix
 
 
+def _complete(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    try:
+        return config_to_dict(config_from_dict(config))
+    except ConfigError as e:
+        raise AverageError(f"{path}: {e}") from None
+
+
 def check_compatible(first: dict[str, Any], first_path: Path, other: dict[str, Any], other_path: Path) -> None:
     """Raise ``AverageError`` unless ``other`` has the architecture and vocabularies of ``first``."""
     pair = f"{first_path} and {other_path}"
+    # Compare complete configs: a checkpoint written before a key existed holds its default.
+    configs = [_complete(first["config"], first_path), _complete(other["config"], other_path)]
     for section in CHECKED_SECTIONS:
-        diffs = list(config_differences(first["config"].get(section), other["config"].get(section), section))
+        diffs = list(config_differences(configs[0].get(section), configs[1].get(section), section))
         if diffs:
             raise AverageError(f"{pair}: configs differ at {', '.join(diffs)}")
     for side in ("src", "tgt"):
