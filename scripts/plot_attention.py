@@ -26,10 +26,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from seq2seq.atomic import atomic_open
 
 INCHES_PER_PIECE = 0.3  # room for one rotated or horizontal label at the default font size
 
@@ -88,20 +89,12 @@ def write_png_atomic(fig: Any, path: Path, dpi: int) -> None:
     """Save a matplotlib figure through a temporary file in the same directory and a rename,
     so a reader never sees a half-written PNG and a failed write leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with atomic_open(path) as f:
         # mkstemp makes the file owner-only; give the PNG the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        os.fchmod(f.fileno(), 0o666 & ~umask)
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,13 @@ Writes are atomic (temporary file, fsync, rename): a crash leaves the old file i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seq2seq.atomic import atomic_open
 from seq2seq.config import RunConfig, config_from_dict, config_to_dict
 from seq2seq.data.subwords import Vocab
 from seq2seq.models import build_model
@@ -60,16 +59,8 @@ def save_checkpoint(
 
 def atomic_save(payload: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        torch.save(payload, f)
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ ABOVE_MODELS_AND_DATA = [
 # module prefix -> seq2seq modules it must not import
 FORBIDDEN = {
     "seq2seq.config": ["seq2seq."],
+    "seq2seq.atomic": ["seq2seq."],
     "seq2seq.models": ["seq2seq.data", *ABOVE_MODELS_AND_DATA],
     "seq2seq.data": ["seq2seq.models", *ABOVE_MODELS_AND_DATA],
     "seq2seq.search": ["seq2seq.data", "seq2seq.checkpoint", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import datasets
 import sentencepiece as spm
 
+from seq2seq.atomic import atomic_open
 from seq2seq.config import SubwordConfig
 from seq2seq.data.sources import DataError
 
@@ -178,16 +177,8 @@ def _load(path: Path) -> Vocab:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, then rename: a crash never leaves a
     truncated model that a resumed run would load."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def encode_dataset(ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab) -> datasets.Dataset:

@@ -30,6 +30,12 @@ def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tens
     return context, weights
 
 
+def _one_step(out: DecoderOutput) -> DecoderOutput:
+    """A teacher-forced output of one step (T = 1) as a step's output."""
+    assert out.attention is not None
+    return DecoderOutput(out.features[:, 0], out.state, out.attention[:, 0])
+
+
 class BahdanauDecoder(nn.Module):
     """Bahdanau et al. (2015), App. A.2.2, with a GRU, LSTM or any cell:
 
@@ -96,9 +102,7 @@ class BahdanauDecoder(nn.Module):
 
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N,) -> features (N, O), attention (N, S)."""
-        out = self(prev[:, None], state, encoded)
-        assert out.attention is not None
-        return DecoderOutput(out.features[:, 0], out.state, out.attention[:, 0])
+        return _one_step(self(prev[:, None], state, encoded))
 
 
 class LuongDecoder(nn.Module):
@@ -177,6 +181,4 @@ class LuongDecoder(nn.Module):
 
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N,) -> features (N, O), attention (N, S)."""
-        out = self(prev[:, None], state, encoded)
-        assert out.attention is not None
-        return DecoderOutput(out.features[:, 0], out.state, out.attention[:, 0])
+        return _one_step(self(prev[:, None], state, encoded))
