@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -145,7 +146,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.set)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     best = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
-    print(best)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, from rank 0
+        print(best)
 
 
 def cmd_translate(args: argparse.Namespace) -> None:

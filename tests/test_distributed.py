@@ -84,4 +84,4 @@ def test_ddp_run_killed_midway_resumes(tmp_path: Path) -> None:
     # The toy corpus makes an odd number of batches an epoch (3 per rank): the resumed run
     # crossed an epoch's end with uneven data and did not hang.
     assert resumed["epoch"] > killed["epoch"]
-    assert not list(run.glob(".*.tmp")), "no half-written checkpoint left behind"
+    assert not list(run.glob(".*.tmp")), "a write cut short by the kill is cleaned up on resume"

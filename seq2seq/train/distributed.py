@@ -85,8 +85,14 @@ def init_world(device_name: str) -> tuple[World, torch.device]:
     return world, device
 
 
-def close_world(world: World) -> None:
+def close_world(world: World, finished: bool) -> None:
+    """Leave the process group. After a normal finish the ranks first meet at a barrier:
+    rank 0 still writes its last checkpoint after the final collective, and a rank that tears
+    its gloo connections down while a peer is still using them can abort that peer (seen as
+    SIGABRT at exit). After an error there is no barrier, which could wait forever."""
     if world.size > 1 and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

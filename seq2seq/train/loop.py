@@ -112,6 +112,11 @@ def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / "last.pt").exists():
             raise RunDirError(f"{run_dir}: no last.pt to resume from; start without --resume")
+        # A writer killed mid-write (SIGKILL, power loss) leaves its temporary file; the file it
+        # was replacing is whole, so the leftover is only clutter.
+        for stale in run_dir.glob(".*.tmp"):
+            log.info("removing %s, left by a write that was killed", stale)
+            stale.unlink()
         return
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunDirError(
@@ -381,6 +386,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
     run_dir = Path(run_dir)
     tc = config.training
     world, device = init_world(tc.device)
+    finished = False
     try:
         if not world.is_main:  # one voice in the log
             logging.getLogger("seq2seq").setLevel(logging.WARNING)
@@ -409,6 +415,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
         n_params = sum(p.numel() for p in trainer.model.parameters())
         log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
         trainer.run()
+        finished = True
     finally:
-        close_world(world)
+        close_world(world, finished)
     return run_dir / "best.pt"
