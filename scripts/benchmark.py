@@ -5,12 +5,23 @@ and `seq2seq translate`.
     python scripts/benchmark.py CONFIG [--steps N] [--warmup N] [--set KEY=VALUE ...]
                                        [--decode-sentences N] [--json]
                                        [--cells gru,lstm_peephole,... [--rounds N]]
+    python scripts/benchmark.py CONFIG --data-scale N [--set KEY=VALUE ...] [--json]
 
 Training: tokens/s over ``--steps`` updates after ``--warmup`` updates, counting the real
 source and target pieces of each batch (no padding, no BOS/EOS). Decoding: sentences/s of
 the config's search (beam size from ``search.beam_size``) over the first
 ``--decode-sentences`` sentences of data.test (data.dev if there is none), after the
 training steps, so with a partly trained model. Peak memory: the process' peak RSS.
+
+``--data-scale N``: instead, the data path at scale. Writes a synthetic corpus of N pairs
+(words drawn with Zipf's law from a 50,000-word vocabulary of random letters, 3-25 words a
+sentence; the target is the source mapped word by word and reversed) to a temporary directory, then times each stage of
+what ``seq2seq train`` does before its first update: reading into the Arrow cache,
+SentencePiece training on a sample (``data.subwords.input_sentence_size``, 1,000,000 unless
+set), encoding (``data.num_proc`` processes), the numpy arrays, the batch plan, and the
+first update; reports pairs/s per stage, the time to the first step and the peak RSS of
+this process and of its worker processes. The datasets cache goes to the temporary
+directory too.
 
 ``--cells``: the same measurement for each cell in the encoder and the decoder (``lstmp``
 projects to half the hidden size), on the same prepared data, in ``--rounds`` interleaved
@@ -31,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from seq2seq.config import RunConfig, load_config
@@ -51,8 +63,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--cells", help="comma-separated cells to compare, e.g. gru,lstm,lstm_peephole")
     parser.add_argument("--rounds", type=int, default=1, help="with --cells: interleaved rounds, medians reported")
+    parser.add_argument("--data-scale", type=int, metavar="N", help="time the data path on N synthetic pairs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.data_scale:
+        return data_scale(args)
 
     config = load_config(args.config, args.set)
     tc = config.training
@@ -65,7 +80,7 @@ def main() -> int:
             return compare(args, data, device, threads)
         result = measure(config, data, device, Path(tmp), args)
     result = {"config": args.config, "overrides": args.set, **result, "threads": threads}
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mib"] = _peak_rss_mib()
     if args.json:
         print(json.dumps(result))
     else:
@@ -168,6 +183,112 @@ def measure(
         "decode_sentences_per_s": round(len(src_ids) / decode_seconds, 1),
         "torch": torch.__version__,
     }
+
+
+def write_synthetic_corpus(prefix: Path, n: int, src_lang: str, tgt_lang: str, seed: int = 0) -> None:
+    """``{prefix}.{src_lang}`` and ``{prefix}.{tgt_lang}``: ``n`` pairs of random words."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzäöü"))
+    words = np.array(["".join(rng.choice(letters, size=rng.integers(2, 11))) for _ in range(50_000)])
+    mapped = words[rng.permutation(len(words))]  # the "translation" of each word
+    frequency = 1.0 / np.arange(1, len(words) + 1)  # Zipf: the r-th word is r times rarer than the first
+    with open(f"{prefix}.{src_lang}", "w", encoding="utf-8") as src, open(f"{prefix}.{tgt_lang}", "w") as tgt:
+        for start in range(0, n, 100_000):
+            lengths = rng.integers(3, 26, size=min(100_000, n - start))
+            ids = rng.choice(len(words), size=int(lengths.sum()), p=frequency / frequency.sum())
+            ends = np.cumsum(lengths).tolist()
+            starts = [0, *ends[:-1]]
+            src_words, tgt_words = words[ids].tolist(), mapped[ids].tolist()  # Python strings, in C
+            src.writelines(" ".join(src_words[a:b]) + "\n" for a, b in zip(starts, ends, strict=True))
+            tgt.writelines(" ".join(tgt_words[a:b][::-1]) + "\n" for a, b in zip(starts, ends, strict=True))
+
+
+def data_scale(args: argparse.Namespace) -> int:
+    """The --data-scale measurement (see the module docstring)."""
+    import datasets
+
+    from seq2seq.data.batching import filter_pairs, to_parallel_data
+    from seq2seq.data.sources import load_corpus
+    from seq2seq.data.subwords import encode_dataset, prepare_vocabs
+
+    n = args.data_scale
+    sample = (
+        []
+        if any(s.startswith("data.subwords.input_sentence_size=") for s in args.set)
+        else ["data.subwords.input_sentence_size=1000000"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        datasets.config.HF_DATASETS_CACHE = root / "cache"  # read at each call: nothing left behind
+        started = time.perf_counter()
+        config = load_config(args.config, [*sample, *args.set])
+        dc = config.data
+        write_synthetic_corpus(root / "train", n, dc.src_lang, dc.tgt_lang)
+        write_synthetic_corpus(root / "dev", 500, dc.src_lang, dc.tgt_lang, seed=1)
+        corpus_seconds = time.perf_counter() - started
+        config = load_config(
+            args.config,
+            [
+                *sample,
+                *args.set,
+                "data.train.format=text",
+                f"data.train.path={root / 'train'}",
+                "data.dev.format=text",
+                f"data.dev.path={root / 'dev'}",
+            ],
+        )
+        dc, tc = config.data, config.training
+        device = pick_device(tc.device)
+        threads = set_threads(tc.threads)
+        stages: dict[str, float] = {}
+
+        def stage(name: str, start: float) -> float:
+            now = time.perf_counter()
+            stages[f"{name}_seconds"] = round(now - start, 2)
+            stages[f"{name}_peak_rss_mib"] = _peak_rss_mib()  # the peak so far
+            return now
+
+        t0 = t = time.perf_counter()
+        raw = load_corpus(dc.train, dc.src_lang, dc.tgt_lang)
+        t = stage("read", t)
+        src_vocab, tgt_vocab = prepare_vocabs(raw, dc.subwords, root / "run", seed=tc.seed)
+        t = stage("sentencepiece", t)
+        encoded = encode_dataset(raw, src_vocab, tgt_vocab, dc.num_proc)
+        t = stage("encode", t)
+        train = filter_pairs(to_parallel_data(encoded), dc.max_length, name="synthetic")
+        t = stage("arrays", t)
+        plan = plan_batches(train.src_lengths, train.tgt_lengths, dc.batch_tokens, dc.batch_sentences, seed=tc.seed)
+        t = stage("plan", t)
+        dev = load_eval_set(config.data.dev, dc, src_vocab, tgt_vocab)
+        trainer = Trainer(config, root / "run", RunData(train, dev, src_vocab, tgt_vocab), device)
+        trainer.update([trainer.make(train, plan[0])])
+        stage("first_update", t)
+        first_step = time.perf_counter() - t0
+        result = {
+            "pairs": n,
+            "kept_pairs": len(train),
+            "batches": len(plan),
+            "corpus_write_seconds": round(corpus_seconds, 1),
+            **stages,
+            "read_pairs_per_s": round(n / stages["read_seconds"]),
+            "encode_pairs_per_s": round(n / stages["encode_seconds"]),
+            "seconds_to_first_step": round(first_step, 1),
+            "num_proc": dc.num_proc,
+            "input_sentence_size": dc.subwords.input_sentence_size,
+            "threads": threads,
+            "peak_rss_mib": _peak_rss_mib(),
+            "workers_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:24s} {value}")
+    return 0
+
+
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _sync(device: torch.device) -> None:

@@ -78,6 +78,7 @@ class DataConfig:
     max_length: int = _range(100, 1)  # pieces per side; longer training pairs are dropped
     batch_tokens: int = _range(4096, 1)  # padded tokens per batch: n * max(src_len, tgt_len)
     batch_sentences: int = _range(0, 0)  # if > 0, batches hold this many sentences instead
+    num_proc: int = _range(1, 1)  # processes encoding subwords (datasets.map); more for big corpora
 
 
 # The names of seq2seq.models.cells.CELLS (a test keeps them equal; this module stays torch-free).

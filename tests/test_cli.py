@@ -180,6 +180,22 @@ def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
     assert {"peak_rss_mib", "device", "precision", "threads"} <= set(result)
 
 
+def test_benchmark_data_scale(tmp_path: Path) -> None:
+    sets = ["--set", "data.num_proc=2", "--set", "data.subwords.input_sentence_size=500"]
+    bench = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/benchmark.py"), TINY, "--data-scale", "2000", "--json", *sets],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    result = json.loads(bench.stdout.splitlines()[-1])
+    assert result["pairs"] == 2000 and 0 < result["kept_pairs"] <= 2000 and result["num_proc"] == 2
+    assert result["input_sentence_size"] == 500 and result["encode_pairs_per_s"] > 0
+    assert result["seconds_to_first_step"] >= result["encode_seconds"] > 0
+    assert list(tmp_path.iterdir()) == []  # corpus and datasets cache lived in a temporary directory
+
+
 def test_invalid_utf8_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     run = tmp_path / "run"

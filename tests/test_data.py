@@ -245,6 +245,12 @@ def test_encode_dataset(corpus: datasets.Dataset, vocab: Vocab) -> None:
     assert encode_dataset(corpus, vocab, vocab)._fingerprint == ds._fingerprint
 
 
+def test_encoding_in_two_processes_keeps_rows_and_order(corpus: datasets.Dataset, vocab: Vocab) -> None:
+    one = encode_dataset(corpus, vocab, vocab)
+    two = encode_dataset(corpus.map(lambda row: row, desc="copy"), vocab, vocab, num_proc=2)  # not cached
+    assert two["src_ids"] == one["src_ids"] and two["tgt_ids"] == one["tgt_ids"]
+
+
 def test_to_parallel_data_matches_columns(corpus: datasets.Dataset, vocab: Vocab) -> None:
     ds = encode_dataset(corpus, vocab, vocab).select(range(600, 1, -3))  # an indices mapping
     data = to_parallel_data(ds)

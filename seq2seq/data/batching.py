@@ -72,31 +72,34 @@ def _gather(flat: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.
     return flat[positions], new_offsets
 
 
-def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
-    offsets = np.zeros(sum(len(part) for part in lengths) + 1, dtype=np.int64)
-    if len(offsets) > 1:
-        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
     return offsets
 
 
 def to_parallel_data(ds: datasets.Dataset) -> ParallelData:
-    """Read the ``src_ids`` / ``tgt_ids`` columns in Arrow chunks into a ParallelData."""
-    values: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
-    lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+    """Read the ``src_ids`` / ``tgt_ids`` columns in Arrow chunks into a ParallelData.
+
+    Two passes over the (memory-mapped) columns: lengths first, then the ids straight into
+    arrays of their final size, so peak memory is the result plus one chunk."""
     columns = ds.select_columns(["src_ids", "tgt_ids"]).with_format("arrow")
+    parts: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
     for table in columns.iter(batch_size=_READ_CHUNK):
         for side in ("src", "tgt"):
-            column = table.column(f"{side}_ids").combine_chunks()
-            # flatten() and value_lengths() respect slicing, unlike .values / .offsets.
-            values[side].append(column.flatten().to_numpy(zero_copy_only=False).astype(np.int32))
-            lengths[side].append(column.value_lengths().fill_null(0).to_numpy().astype(np.int64))
-    empty = np.zeros(0, dtype=np.int32)
-    return ParallelData(
-        src=np.concatenate(values["src"]) if values["src"] else empty,
-        src_offsets=_offsets(lengths["src"]),
-        tgt=np.concatenate(values["tgt"]) if values["tgt"] else empty,
-        tgt_offsets=_offsets(lengths["tgt"]),
-    )
+            # value_lengths() (and flatten() below) respect slicing, unlike .offsets / .values.
+            lengths = table.column(f"{side}_ids").combine_chunks().value_lengths().fill_null(0)
+            parts[side].append(lengths.to_numpy().astype(np.int64))
+    offsets = {side: _offsets(np.concatenate(parts[side]) if parts[side] else np.zeros(0, np.int64)) for side in parts}
+    flat = {side: np.empty(int(offsets[side][-1]), dtype=np.int32) for side in parts}
+    done = {"src": 0, "tgt": 0}
+    for table in columns.iter(batch_size=_READ_CHUNK):
+        for side in ("src", "tgt"):
+            values = table.column(f"{side}_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            flat[side][done[side] : done[side] + len(values)] = values
+            done[side] += len(values)
+    assert done["src"] == len(flat["src"]) and done["tgt"] == len(flat["tgt"])
+    return ParallelData(flat["src"], offsets["src"], flat["tgt"], offsets["tgt"])
 
 
 def filter_pairs(data: ParallelData, max_length: int, name: str) -> ParallelData:
@@ -233,7 +236,7 @@ def make_source_batch(src_ids: list[list[int]], pad_id: int, eos_id: int) -> tup
     """(src (N, S) long: ids + EOS, right-padded; src_lengths (N,) long incl. EOS) for
     translation. An empty id list gives a row holding just EOS (length 1)."""
     lengths = np.array([len(ids) for ids in src_ids], dtype=np.int64)
-    offsets = _offsets([lengths])
+    offsets = _offsets(lengths)
     flat = np.fromiter((i for ids in src_ids for i in ids), dtype=np.int64, count=int(offsets[-1]))
     src, src_len = _padded(flat, offsets, np.arange(len(src_ids), dtype=np.int64), pad_id, eos_id)
     return torch.from_numpy(src), torch.from_numpy(src_len + 1)

@@ -45,7 +45,7 @@ def prepare_data(config: DataConfig, run_dir: Path, seed: int) -> RunData:
     train_raw = load_corpus(config.train, config.src_lang, config.tgt_lang)
     src_vocab, tgt_vocab = prepare_vocabs(train_raw, config.subwords, run_dir, seed=seed)
     train = filter_pairs(
-        to_parallel_data(encode_dataset(train_raw, src_vocab, tgt_vocab)),
+        to_parallel_data(encode_dataset(train_raw, src_vocab, tgt_vocab, config.num_proc)),
         max_length=config.max_length,
         name=corpus_name(config.train),
     )

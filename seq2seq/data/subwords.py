@@ -181,8 +181,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def encode_dataset(ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab) -> datasets.Dataset:
-    """Add int32 list columns ``src_ids`` / ``tgt_ids`` (piece ids, no BOS/EOS).
+def encode_dataset(
+    ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab, num_proc: int = 1
+) -> datasets.Dataset:
+    """Add int32 list columns ``src_ids`` / ``tgt_ids`` (piece ids, no BOS/EOS), encoding
+    batches of 1,000 rows in ``num_proc`` processes.
 
     The cache fingerprint combines the input's fingerprint with hashes of both model
     protos, so the same corpus encoded with other models is never served from cache."""
@@ -199,6 +202,7 @@ def encode_dataset(ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab) -> 
         features=features,
         new_fingerprint=digest.hexdigest()[:32],
         desc="encoding subwords",
+        num_proc=num_proc if num_proc > 1 else None,
     )
 
 
