@@ -181,9 +181,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def encode_dataset(
-    ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab, num_proc: int = 1
-) -> datasets.Dataset:
+def encode_dataset(ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab, num_proc: int = 1) -> datasets.Dataset:
     """Add int32 list columns ``src_ids`` / ``tgt_ids`` (piece ids, no BOS/EOS), encoding
     batches of 1,000 rows in ``num_proc`` processes.
 
