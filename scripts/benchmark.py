@@ -255,7 +255,9 @@ def data_scale(args: argparse.Namespace) -> int:
         t = stage("sentencepiece", t)
         encoded = encode_dataset(raw, src_vocab, tgt_vocab, dc.num_proc)
         t = stage("encode", t)
-        train = filter_pairs(to_parallel_data(encoded), dc.max_length, name="synthetic")
+        vocab_size = max(len(src_vocab), len(tgt_vocab))
+        train = filter_pairs(to_parallel_data(encoded, vocab_size), dc.max_length, name="synthetic")
+        del raw, encoded  # as in prepare_data, which returns only the arrays: unmap the Arrow files
         t = stage("arrays", t)
         plan = plan_batches(train.src_lengths, train.tgt_lengths, dc.batch_tokens, dc.batch_sentences, seed=tc.seed)
         t = stage("plan", t)

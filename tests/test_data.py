@@ -27,7 +27,7 @@ from seq2seq.data.batching import (
     to_parallel_data,
 )
 from seq2seq.data.sources import DataError, load_corpus
-from seq2seq.data.subwords import Vocab, encode_dataset, prepare_vocabs, train_sentencepiece
+from seq2seq.data.subwords import Vocab, encode_dataset, prepare_vocabs, sample_sentences, train_sentencepiece
 
 
 def write(path: Path, lines: list[str], *, gz: bool = False, ending: str = "\n") -> Path:
@@ -198,6 +198,28 @@ def test_sentencepiece_deterministic(model_type: str) -> None:
     assert first == second
 
 
+def test_sentencepiece_in_a_subprocess_equals_in_process() -> None:
+    data = sentences(400)
+    child = Vocab(train_sentencepiece(data, "unigram", 100, in_subprocess=True))
+    here = Vocab(train_sentencepiece(data, "unigram", 100))
+    # The protos differ only in the trainer options they record (the input file's name).
+    assert child.pieces(list(range(len(child)))) == here.pieces(list(range(len(here))))
+    assert child.encode(data) == here.encode(data)
+
+
+def test_sample_sentences_is_seeded_uniform_and_in_corpus_order(corpus: datasets.Dataset) -> None:
+    everything = list(sample_sentences(corpus, ("src", "tgt"), 0, seed=0))
+    assert everything == list(corpus["src"]) + list(corpus["tgt"])
+    sample = list(sample_sentences(corpus, ("src", "tgt"), 300, seed=1))
+    assert sample == list(sample_sentences(corpus, ("src", "tgt"), 300, seed=1))
+    assert sample != list(sample_sentences(corpus, ("src", "tgt"), 300, seed=2))
+    assert len(sample) == 300
+    positions = [everything.index(s) for s in sample if everything.count(s) == 1]
+    assert positions == sorted(positions)
+    from_src = sum(p < len(corpus) for p in positions) / len(positions)
+    assert 0.3 < from_src < 0.7  # both sides sampled
+
+
 def test_vocab_round_trip_and_special_ids(vocab: Vocab) -> None:
     assert (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2, 3)
     assert vocab.pieces([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
@@ -253,9 +275,10 @@ def test_encoding_in_two_processes_keeps_rows_and_order(corpus: datasets.Dataset
 
 def test_to_parallel_data_matches_columns(corpus: datasets.Dataset, vocab: Vocab) -> None:
     ds = encode_dataset(corpus, vocab, vocab).select(range(600, 1, -3))  # an indices mapping
-    data = to_parallel_data(ds)
+    data = to_parallel_data(ds, len(vocab))
     assert len(data) == len(ds)
-    assert data.src.dtype == np.int32 and data.src_offsets.dtype == np.int64
+    assert data.src.dtype == np.uint16 and data.src_offsets.dtype == np.int64
+    assert to_parallel_data(ds, 70_000).src.dtype == np.int32  # ids beyond 16 bits
     for i in (0, 5, len(ds) - 1):
         assert data.src_ids(i).tolist() == ds[i]["src_ids"]
         assert data.tgt_ids(i).tolist() == ds[i]["tgt_ids"]

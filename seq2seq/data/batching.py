@@ -28,9 +28,9 @@ class ParallelData:
 
     Pair ``i`` has source ids ``src[src_offsets[i]:src_offsets[i + 1]]``, likewise target."""
 
-    src: np.ndarray  # int32, all source ids concatenated
+    src: np.ndarray  # uint16 (vocabularies under 65,536 pieces) or int32, all source ids concatenated
     src_offsets: np.ndarray  # int64, shape (n+1,)
-    tgt: np.ndarray  # int32, all target ids concatenated
+    tgt: np.ndarray  # like src, all target ids concatenated
     tgt_offsets: np.ndarray  # int64, shape (n+1,)
 
     def __len__(self) -> int:
@@ -78,8 +78,9 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def to_parallel_data(ds: datasets.Dataset) -> ParallelData:
-    """Read the ``src_ids`` / ``tgt_ids`` columns in Arrow chunks into a ParallelData.
+def to_parallel_data(ds: datasets.Dataset, vocab_size: int = 2**31) -> ParallelData:
+    """Read the ``src_ids`` / ``tgt_ids`` columns in Arrow chunks into a ParallelData, ids
+    as uint16 when ``vocab_size`` allows (half the memory of int32 for millions of pairs).
 
     Two passes over the (memory-mapped) columns: lengths first, then the ids straight into
     arrays of their final size, so peak memory is the result plus one chunk."""
@@ -91,7 +92,8 @@ def to_parallel_data(ds: datasets.Dataset) -> ParallelData:
             lengths = table.column(f"{side}_ids").combine_chunks().value_lengths().fill_null(0)
             parts[side].append(lengths.to_numpy().astype(np.int64))
     offsets = {side: _offsets(np.concatenate(parts[side]) if parts[side] else np.zeros(0, np.int64)) for side in parts}
-    flat = {side: np.empty(int(offsets[side][-1]), dtype=np.int32) for side in parts}
+    dtype = np.uint16 if vocab_size <= 2**16 else np.int32
+    flat = {side: np.empty(int(offsets[side][-1]), dtype=dtype) for side in parts}
     done = {"src": 0, "tgt": 0}
     for table in columns.iter(batch_size=_READ_CHUNK):
         for side in ("src", "tgt"):

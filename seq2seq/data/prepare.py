@@ -36,7 +36,8 @@ def corpus_name(corpus: CorpusConfig) -> str:
 
 def load_eval_set(corpus: CorpusConfig, config: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> EvalSet:
     ds = encode_dataset(load_corpus(corpus, config.src_lang, config.tgt_lang), src_vocab, tgt_vocab)
-    pairs = filter_pairs(to_parallel_data(ds), max_length=10**9, name=corpus_name(corpus))
+    vocab_size = max(len(src_vocab), len(tgt_vocab))
+    pairs = filter_pairs(to_parallel_data(ds, vocab_size), max_length=10**9, name=corpus_name(corpus))
     return EvalSet(ds["src_ids"], ds["tgt"], pairs)
 
 
@@ -45,7 +46,9 @@ def prepare_data(config: DataConfig, run_dir: Path, seed: int) -> RunData:
     train_raw = load_corpus(config.train, config.src_lang, config.tgt_lang)
     src_vocab, tgt_vocab = prepare_vocabs(train_raw, config.subwords, run_dir, seed=seed)
     train = filter_pairs(
-        to_parallel_data(encode_dataset(train_raw, src_vocab, tgt_vocab, config.num_proc)),
+        to_parallel_data(
+            encode_dataset(train_raw, src_vocab, tgt_vocab, config.num_proc), max(len(src_vocab), len(tgt_vocab))
+        ),
         max_length=config.max_length,
         name=corpus_name(config.train),
     )

@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import multiprocessing
+import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import sentencepiece as spm
 
 from seq2seq.atomic import atomic_open
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 _MIN_SAMPLE = 101  # sentencepiece rejects input_sentence_size in 1..100
 _READ_CHUNK = 10_000
+_SUBPROCESS_SENTENCES = 200_000  # train SentencePiece in a child process above this many sentences
 
 
 class Vocab:
@@ -98,12 +103,16 @@ def train_sentencepiece(
     character_coverage: float = 1.0,
     input_sentence_size: int = 0,
     seed: int = 0,
+    in_subprocess: bool = False,
 ) -> bytes:
-    """Train a SentencePiece model in memory and return its serialized proto.
+    """Train a SentencePiece model and return its serialized proto.
 
     ``vocab_size`` is a soft limit (a tiny corpus gives a smaller model instead of an
     error). ``input_sentence_size > 0`` trains on a random sample of that many sentences
-    (at least 101, sentencepiece's minimum). Same input and seed give identical bytes."""
+    (at least 101, sentencepiece's minimum). Same input and seed give identical bytes.
+    ``in_subprocess`` writes the sentences to a temporary file and trains in a child
+    process: the trainer's memory (gigabytes for millions of sentences) goes back to the
+    system when it ends instead of staying in the training process's heap."""
     options: dict[str, Any] = {
         "model_type": model_type,
         "vocab_size": vocab_size,
@@ -119,11 +128,41 @@ def train_sentencepiece(
     if input_sentence_size > 0:
         options["input_sentence_size"] = max(input_sentence_size, _MIN_SAMPLE)
         options["shuffle_input_sentence"] = True
+    if not in_subprocess:
+        return _train(seed, options, sentence_iterator=(s for s in sentences if s))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sentences.txt"
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(s + "\n" for s in sentences if s)
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter, not a copy of this heap
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            # One file line is one sentence, whatever its length (spm's default cut is 4,192 bytes).
+            return pool.submit(_train, seed, {**options, "max_sentence_length": 1 << 30}, input=str(path)).result()
+
+
+def _train(seed: int, options: dict[str, Any], **source: Any) -> bytes:
     # The sample is drawn with sentencepiece's global generator; seed it for reproducibility.
     spm.set_random_generator_seed(seed)
     writer = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=(s for s in sentences if s), model_writer=writer, **options)
+    spm.SentencePieceTrainer.train(model_writer=writer, **source, **options)
     return writer.getvalue()
+
+
+def sample_sentences(ds: datasets.Dataset, columns: tuple[str, ...], size: int, seed: int) -> Iterator[str]:
+    """The text of ``columns`` (one after the other), or, with ``size`` > 0, a uniform random
+    sample of ``size`` of those sentences (seeded; in corpus order), read in chunks."""
+    total = len(ds) * len(columns)
+    if not 0 < size < total:
+        for column in columns:
+            for chunk in ds.select_columns([column]).iter(batch_size=_READ_CHUNK):
+                yield from chunk[column]
+        return
+    picked = np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
+    for k, column in enumerate(columns):
+        rows = picked[(picked >= k * len(ds)) & (picked < (k + 1) * len(ds))] - k * len(ds)
+        part = ds.select_columns([column])
+        for start in range(0, len(rows), _READ_CHUNK):
+            yield from part.select(rows[start : start + _READ_CHUNK])[column]
 
 
 def prepare_vocabs(
@@ -132,7 +171,8 @@ def prepare_vocabs(
     """Load the models from ``directory`` if present (resume), else train and save them.
 
     Joint: one model ``spm.model`` trained on source and target sentences together, used
-    for both sides. Otherwise ``src.model`` and ``tgt.model``. Returns (source, target)."""
+    for both sides. Otherwise ``src.model`` and ``tgt.model``. ``config.input_sentence_size``
+    > 0 trains on a random sample of that many sentences. Returns (source, target)."""
     directory = Path(directory)
     names = ("spm.model",) if config.joint else ("src.model", "tgt.model")
     paths = [directory / name for name in names]
@@ -144,13 +184,14 @@ def prepare_vocabs(
         directory.mkdir(parents=True, exist_ok=True)
         vocabs = []
         for path, cols in zip(paths, columns, strict=True):
+            size = config.input_sentence_size or len(train) * len(cols)
             proto = train_sentencepiece(
-                _sentences(train, cols),
+                sample_sentences(train, cols, config.input_sentence_size, seed),
                 config.type,
                 config.vocab_size,
                 config.character_coverage,
-                config.input_sentence_size,
-                seed,
+                seed=seed,
+                in_subprocess=size > _SUBPROCESS_SENTENCES,
             )
             _write_atomic(path, proto)
             vocabs.append(Vocab(proto))
@@ -158,13 +199,6 @@ def prepare_vocabs(
                 "trained %s subword model on %s: %d pieces -> %s", config.type, "+".join(cols), len(vocabs[-1]), path
             )
     return vocabs[0], vocabs[-1]
-
-
-def _sentences(ds: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[str]:
-    """Stream the text of ``columns`` (one after the other) in chunks, not row by row."""
-    for column in columns:
-        for chunk in ds.select_columns([column]).iter(batch_size=_READ_CHUNK):
-            yield from chunk[column]
 
 
 def _load(path: Path) -> Vocab:
