@@ -246,6 +246,9 @@ def data_scale(args: argparse.Namespace) -> int:
             now = time.perf_counter()
             stages[f"{name}_seconds"] = round(now - start, 2)
             stages[f"{name}_peak_rss_mib"] = _peak_rss_mib()  # the peak so far
+            # Now: heap (anonymous) vs pages of memory-mapped files (the Arrow cache), which
+            # count in RSS but which the kernel can drop at any time.
+            stages.update({f"{name}_{key}": value for key, value in _rss_now_mib().items()})
             return now
 
         t0 = t = time.perf_counter()
@@ -291,6 +294,16 @@ def data_scale(args: argparse.Namespace) -> int:
 
 def _peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _rss_now_mib() -> dict[str, float]:
+    """RssAnon and RssFile of this process now, from /proc (Linux; empty elsewhere)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if line.startswith(("RssAnon", "RssFile")))
+    return {f"{key.lower()}_mib": round(int(value.split()[0]) / 1024, 1) for key, value in fields.items()}
 
 
 def _sync(device: torch.device) -> None:
