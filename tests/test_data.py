@@ -285,6 +285,23 @@ def test_to_parallel_data_matches_columns(corpus: datasets.Dataset, vocab: Vocab
     assert data.src_lengths.tolist() == [len(x) for x in ds["src_ids"]]
 
 
+def test_to_parallel_data_reads_cache_files_as_the_dataset_does(
+    corpus: datasets.Dataset, vocab: Vocab, tmp_path: Path
+) -> None:
+    """Arrow cache files are read as streams (no memory map); the result equals reading the
+    in-memory dataset, and a slice of the files falls back to the dataset's own reader."""
+    corpus.save_to_disk(str(tmp_path / "raw"))
+    on_disk = encode_dataset(datasets.load_from_disk(str(tmp_path / "raw")), vocab, vocab, num_proc=2)
+    assert len(on_disk.cache_files) == 2  # one shard per process, read one after the other
+    in_memory = to_parallel_data(encode_dataset(corpus, vocab, vocab), len(vocab))
+    streamed = to_parallel_data(on_disk, len(vocab))
+    for name in ("src", "src_offsets", "tgt", "tgt_offsets"):
+        assert np.array_equal(getattr(streamed, name), getattr(in_memory, name))
+    sliced = to_parallel_data(on_disk.select(range(100, 400)), len(vocab))  # contiguous: no indices
+    expected = in_memory.select(np.arange(100, 400))
+    assert np.array_equal(sliced.src, expected.src) and np.array_equal(sliced.tgt_offsets, expected.tgt_offsets)
+
+
 # ---- filtering and batching --------------------------------------------------------------
 
 
