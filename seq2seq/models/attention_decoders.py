@@ -16,12 +16,15 @@ from __future__ import annotations
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.models.attention import make_attention
+from seq2seq.models.attention import AdditiveAttention, make_attention
 from seq2seq.models.cells import State, make_recurrent
 from seq2seq.models.decoders import OUTPUT_LAYERS, DecoderOutput
+from seq2seq.models.dropout import Dropout, dropout_mask
 from seq2seq.models.encoder import Encoded
+from seq2seq.models.input_feeding import Weights, input_feeding_gru
 
 
 def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tensor, Tensor]:
@@ -70,7 +73,7 @@ class BahdanauDecoder(nn.Module):
         if output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = make_recurrent(
             cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
         )
@@ -139,7 +142,7 @@ class LuongDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.input_feeding = input_feeding
         input_size = embedding_dim + (output_size if input_feeding else 0)
         self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, False, dropout, **cell_options)
@@ -147,6 +150,16 @@ class LuongDecoder(nn.Module):
         self.attention = make_attention(attention, query_size, context_size, attention_size or hidden_size)
         self.combine = nn.Linear(context_size + query_size, output_size, bias=False)
         self.output_size = output_size
+        # The reference model of OpenNMT-py and Joey NMT runs as one fused loop with a
+        # hand-written backward (seq2seq.models.input_feeding): the same equations, faster.
+        self.fused = (
+            input_feeding
+            and cell == "gru"
+            and num_layers == 1
+            and attention == "mlp"
+            and not cell_options.get("variational", False)
+            and not cell_options.get("residual", False)
+        )
 
     def prepare(self, encoded: Encoded) -> Encoded:
         return encoded._replace(keys=self.attention.keys(encoded.outputs))
@@ -168,6 +181,8 @@ class LuongDecoder(nn.Module):
             h, hidden = self.rnn(emb, state)
             features, weights = self._attentional(h, encoded)
             return DecoderOutput(features, hidden, weights)
+        if self.fused:
+            return self._fused_forward(emb, state, encoded)
         *hidden_list, feed = state
         hidden = tuple(hidden_list)
         outputs, all_weights = [], []
@@ -178,6 +193,35 @@ class LuongDecoder(nn.Module):
             outputs.append(out)
             all_weights.append(w)
         return DecoderOutput(torch.cat(outputs, dim=1), (*hidden, feed), torch.cat(all_weights, dim=1))
+
+    def _fused_forward(self, emb: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
+        """:meth:`forward` of the input-feeding GRU with mlp attention, through
+        :func:`~seq2seq.models.input_feeding.input_feeding_gru`."""
+        assert encoded.keys is not None, "call decoder.prepare(encoded) before decoding"
+        gru = cast(nn.Module, self.rnn.rnn)  # FusedRecurrent's torch.nn.GRU, one layer
+        w_ih, w_hh = cast(Tensor, gru.weight_ih_l0), cast(Tensor, gru.weight_hh_l0)
+        b_ih, b_hh = cast(Tensor, gru.bias_ih_l0), cast(Tensor, gru.bias_hh_l0)
+        attention = cast(AdditiveAttention, self.attention)
+        combine = self.combine.weight
+        e, c = emb.size(-1), encoded.outputs.size(-1)
+        h0, feed = state
+        xe = F.linear(emb, w_ih[:, :e], b_ih)  # the inputs of all steps at once
+        p = self.dropout.p
+        drop = None
+        if self.training and p > 0:
+            drop = dropout_mask((emb.size(0), emb.size(1), self.output_size), p, torch.float32, emb.device)
+        weights = Weights(
+            w_if=w_ih[:, e:],
+            w_hh=w_hh,
+            b_hh=b_hh,
+            w_qch=torch.cat([attention.query.weight, combine[:, c:]]),
+            v=attention.v.weight[0],
+            w_cc=combine[:, :c],
+        )
+        features, h, att = input_feeding_gru(
+            xe, h0[:, 0], feed, encoded.keys, encoded.outputs, encoded.mask, weights, drop
+        )
+        return DecoderOutput(features, (h[:, None], features[:, -1]), att)
 
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N,) -> features (N, O), attention (N, S)."""

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.models.cells import State, make_recurrent
+from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoder import Encoded
 
 
@@ -91,7 +92,7 @@ class ContextDecoder(nn.Module):
         if output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = make_recurrent(
             cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
         )

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -40,6 +39,7 @@ from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.train.device import autocast, check_precision, rng_state, set_rng_state, set_threads
 from seq2seq.train.distributed import World, close_world, init_world, shard
+from seq2seq.train.loss import projected_cross_entropy
 from seq2seq.train.schedule import Schedule
 from seq2seq.translate import translate_ids
 
@@ -66,12 +66,15 @@ class Progress:
 def batch_loss(model: Seq2Seq, batch: Batch, pad: int, label_smoothing: float) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the real target positions, and their count.
 
-    Only unpadded positions are projected to the vocabulary; the softmax and the loss run in
+    Only unpadded positions are projected to the vocabulary, a chunk of rows at a time with
+    the softmax and its gradient (:mod:`seq2seq.train.loss`); the softmax and the loss run in
     float32 whatever the autocast precision."""
     features = model(batch.src, batch.src_lengths, batch.tgt_in)
     real = batch.tgt_out != pad
-    logits = model.logits(features[real])
-    loss = F.cross_entropy(logits.float(), batch.tgt_out[real], label_smoothing=label_smoothing, reduction="sum")
+    generator = model.generator
+    loss = projected_cross_entropy(
+        features[real], generator.weight, generator.bias, batch.tgt_out[real], label_smoothing
+    )
     return loss, int(real.sum())
 
 

@@ -1,0 +1,115 @@
+"""The training loss: output projection, log-softmax and cross-entropy fused, in row chunks.
+
+With an 8,000-piece vocabulary and a few thousand target positions per batch, the plain
+``F.cross_entropy(generator(features).float(), ...)`` materialises several (M, V) float32
+tensors (the logits, their float32 copy, the log-probabilities, the zero-filled gradient,
+the gradient of the logits): each about 120 MB, freshly allocated and page-faulted at every
+update, and on a 2-core CPU this costs more than the projection's matrix products
+(docs/results.md). Here the projection, the softmax and the gradient are computed a chunk of
+rows at a time while the chunk's logits are still in cache, and the backward pass only
+scales the gradients the forward pass already computed (the loss is a scalar, so its
+gradient is known up to that scale).
+
+The result equals ``F.cross_entropy(x @ W^T + b, target, label_smoothing=ε, reduction="sum")``
+with the logits rounded to the autocast dtype, as autocast would, and the softmax in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _dtypes(x: Tensor, weight: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """The products' dtype (autocast's, else the weight's) and the softmax's (float32 for the
+    half types)."""
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else weight.dtype
+    return dtype, torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+    """logits: (c, V) -> summed loss (), log-sum-exp (c, 1), target logits (c,)."""
+    lse = torch.logsumexp(logits, dim=1, keepdim=True)
+    picked = logits.gather(1, target[:, None]).squeeze(1)
+    # -log p(y) = lse - z_y; the uniform part ε·mean_j(-log p_j) = ε·(lse - mean_j z_j).
+    nll = lse.squeeze(1) - picked
+    loss = (1.0 - label_smoothing) * nll.sum()
+    if label_smoothing > 0:
+        loss = loss + label_smoothing * (lse.squeeze(1) - logits.mean(dim=1)).sum()
+    return loss, lse, picked
+
+
+class _ProjectedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, label_smoothing: float, chunk: int
+    ) -> Tensor:
+        dtype, fp = _dtypes(x, weight)
+        with torch.autocast(x.device.type, enabled=False):
+            w, xc = weight.to(dtype), x.to(dtype)
+            b = None if bias is None else bias.to(dtype)
+            vocab = weight.size(0)
+            grad_x = torch.empty_like(xc)
+            grad_w = torch.zeros_like(weight, dtype=fp)
+            grad_b = torch.zeros(vocab, dtype=fp, device=x.device)
+            total = x.new_zeros((), dtype=fp)
+            for start in range(0, x.size(0), chunk):
+                rows = slice(start, start + chunk)
+                xs, ys = xc[rows], target[rows]
+                z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
+                loss, lse, _ = _chunk_loss(z, ys, label_smoothing)
+                total += loss
+                # d loss / d z = softmax(z) - q, q = (1 - ε)·onehot(y) + ε/V, in place of z.
+                grad_z = z.sub_(lse).exp_()
+                if label_smoothing > 0:
+                    grad_z.sub_(label_smoothing / vocab)
+                grad_z[torch.arange(len(ys), device=ys.device), ys] -= 1.0 - label_smoothing
+                gz = grad_z.to(dtype)
+                torch.mm(gz, w, out=grad_x[rows])
+                if dtype == fp:
+                    grad_w.addmm_(gz.t(), xs)
+                else:
+                    grad_w += (gz.t() @ xs).to(fp)
+                grad_b += grad_z.sum(dim=0)
+        ctx.save_for_backward(grad_x, grad_w, grad_b)
+        ctx.has_bias = bias is not None
+        ctx.x_dtype = x.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        return (
+            (grad_x * grad_loss).to(ctx.x_dtype),
+            grad_w * grad_loss,
+            grad_b * grad_loss if ctx.has_bias else None,
+            None,
+            None,
+            None,
+        )
+
+
+def projected_cross_entropy(
+    x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, label_smoothing: float = 0.0, chunk: int = 512
+) -> Tensor:
+    """Summed cross-entropy of ``softmax(x W^T + b)`` against ``target``, with label
+    smoothing ε (Szegedy et al. 2016: the target distribution is (1 - ε)·onehot + ε/V).
+
+    x: (M, O) features of the real target positions; weight: (V, O); bias: (V,) or None;
+    target: (M,) ids -> loss () in float32 (float64 for float64 inputs). ``chunk`` rows are projected at a time. Under
+    autocast the products run in its dtype and the softmax in float32."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        loss: Tensor = _ProjectedCrossEntropy.apply(x, weight, bias, target, label_smoothing, chunk)
+        return loss
+    dtype, fp = _dtypes(x, weight)
+    with torch.autocast(x.device.type, enabled=False):
+        w, xc = weight.to(dtype), x.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        total = x.new_zeros((), dtype=fp)
+        for start in range(0, x.size(0), chunk):
+            xs = xc[start : start + chunk]
+            z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
+            total += _chunk_loss(z, target[start : start + chunk], label_smoothing)[0]
+    return total

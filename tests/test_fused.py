@@ -1,0 +1,158 @@
+"""The fused training paths equal the plain ones: the input-feeding GRU decoder loop with its
+hand-written backward (seq2seq.models.input_feeding), the chunked projection + cross-entropy
+(seq2seq.train.loss), and the cheaper dropout mask."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.models.attention_decoders import LuongDecoder
+from seq2seq.models.dropout import Dropout, dropout_mask
+from seq2seq.models.encoder import Encoded
+from seq2seq.models.input_feeding import Weights, input_feeding_gru
+from seq2seq.train.loss import projected_cross_entropy
+
+
+def _decoder(dropout: float = 0.0) -> LuongDecoder:
+    torch.manual_seed(0)
+    return LuongDecoder(
+        30, 8, 12, 10, cell="gru", attention="mlp", attention_size=7, input_feeding=True, output_size=9, dropout=dropout
+    )
+
+
+def _run(decoder: LuongDecoder, memory: torch.Tensor, mask: torch.Tensor, h0: torch.Tensor, prev: torch.Tensor):
+    encoded = decoder.prepare(Encoded(memory, mask, h0))
+    out = decoder(prev, decoder.init_state(encoded, (h0,)), encoded)
+    # a loss that weighs every output position and the final state differently
+    weights = torch.linspace(-1, 1, out.features.numel(), dtype=out.features.dtype).view_as(out.features)
+    loss = (out.features * weights).sum() + 0.3 * out.state[0].sum() + 0.2 * out.state[1].sum()
+    grads = torch.autograd.grad(loss, [memory, h0, *decoder.parameters()])
+    return out, grads
+
+
+def test_fused_input_feeding_decoder_equals_the_step_loop_with_gradients() -> None:
+    """Same features, attention, final state and gradients (float64), with source padding."""
+    fused, plain = _decoder().double(), _decoder().double()
+    plain.fused = False
+    assert fused.fused
+    n, s, t = 3, 5, 4
+    memory = torch.randn(n, s, 10, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(n, s, dtype=torch.bool)
+    mask[0, 3:] = False
+    mask[2, 1:] = False
+    h0 = torch.randn(n, 1, 12, dtype=torch.float64, requires_grad=True)
+    prev = torch.randint(1, 30, (n, t))
+    (out_f, grads_f), (out_p, grads_p) = _run(fused, memory, mask, h0, prev), _run(plain, memory, mask, h0, prev)
+    torch.testing.assert_close(out_f.features, out_p.features)
+    torch.testing.assert_close(out_f.attention, out_p.attention)
+    for a, b in zip(out_f.state, out_p.state, strict=True):
+        torch.testing.assert_close(a, b)
+    for (name, _), gf, gp in zip(plain.named_parameters(), grads_f[2:], grads_p[2:], strict=True):
+        torch.testing.assert_close(gf, gp, msg=name)
+    torch.testing.assert_close(grads_f[0], grads_p[0])
+    torch.testing.assert_close(grads_f[1], grads_p[1])
+    assert out_f.attention is not None and float(out_f.attention[2, :, 1:].abs().max()) == 0.0  # padding
+
+
+def test_fused_loop_gradcheck_with_a_dropout_mask() -> None:
+    torch.manual_seed(1)
+    n, s, t, h, o, a, c = 2, 3, 3, 4, 5, 3, 6
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    drop = dropout_mask((n, t, o), 0.4, torch.float64, torch.device("cpu"))
+
+    def run(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xe, h0, f0, keys, memory, *params = args
+        features, last, _ = input_feeding_gru(xe, h0, f0, keys, memory, mask, Weights(*params), drop)
+        return features, last
+
+    inputs = (
+        leaf(n, t, 3 * h), leaf(n, h), leaf(n, o), leaf(n, s, a), leaf(n, s, c),
+        leaf(3 * h, o), leaf(3 * h, h), leaf(3 * h), leaf(a + o, h), leaf(a), leaf(o, c),
+    )  # fmt: skip
+    assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_fused_decoder_under_bf16_autocast_stays_close_and_trains() -> None:
+    fused, plain = _decoder(), _decoder()
+    plain.fused = False
+    memory, h0 = torch.randn(4, 6, 10), torch.randn(4, 1, 12)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    prev = torch.randint(1, 30, (4, 7))
+    with torch.no_grad():
+        reference = _run_plain(plain, memory, mask, h0, prev)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        encoded = fused.prepare(Encoded(memory, mask, h0))
+        out = fused(prev, fused.init_state(encoded, (h0,)), encoded)
+    torch.testing.assert_close(out.features.float(), reference, atol=0.05, rtol=0.05)
+    out.features.float().square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters() if p.requires_grad)
+
+
+def _run_plain(decoder: LuongDecoder, memory, mask, h0, prev) -> torch.Tensor:
+    encoded = decoder.prepare(Encoded(memory, mask, h0))
+    return decoder(prev, decoder.init_state(encoded, (h0,)), encoded).features
+
+
+def test_fused_decoder_training_mode_drops_out_and_eval_is_deterministic() -> None:
+    decoder = _decoder(dropout=0.5)
+    memory, h0 = torch.randn(2, 3, 10), torch.randn(2, 1, 12)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    prev = torch.randint(1, 30, (2, 5))
+    decoder.eval()
+    with torch.no_grad():
+        first, second = (_run_plain(decoder, memory, mask, h0, prev) for _ in range(2))
+    torch.testing.assert_close(first, second)
+    decoder.train()
+    with torch.no_grad():
+        dropped = _run_plain(decoder, memory, mask, h0, prev)
+    assert (dropped == 0).any() and not (first == 0).any()
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_projected_cross_entropy_equals_cross_entropy_of_the_projection(label_smoothing: float) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(40, 16, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 40, (50,))
+    reference = F.cross_entropy(F.linear(x, weight, bias), target, label_smoothing=label_smoothing, reduction="sum")
+    loss = projected_cross_entropy(x, weight, bias, target, label_smoothing, chunk=16)  # 4 chunks, one short
+    torch.testing.assert_close(loss, reference)
+    for a, b in zip(
+        torch.autograd.grad(0.5 * loss, (x, weight, bias)),
+        torch.autograd.grad(0.5 * reference, (x, weight, bias)),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            projected_cross_entropy(x, weight, bias, target, label_smoothing, chunk=7), reference
+        )
+
+
+def test_projected_cross_entropy_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    x, weight = torch.randn(64, 32, requires_grad=True), torch.randn(100, 32, requires_grad=True)
+    target = torch.randint(0, 100, (64,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = projected_cross_entropy(x, weight, None, target, 0.1, chunk=16)
+        reference = F.cross_entropy(F.linear(x, weight).float(), target, label_smoothing=0.1, reduction="sum")
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, reference, rtol=1e-3, atol=1e-2)
+    loss.backward()
+    assert x.grad is not None and weight.grad is not None and x.grad.dtype == torch.float32
+
+
+def test_dropout_mask_drops_p_and_keeps_the_mean() -> None:
+    torch.manual_seed(0)
+    mask = dropout_mask((1000, 999), 0.3, torch.float32, torch.device("cpu"))
+    assert abs(float((mask == 0).float().mean()) - 0.3) < 0.003
+    assert abs(float(mask.mean()) - 1.0) < 0.01
+    layer = Dropout(0.3)
+    x = torch.randn(5, 7)
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
