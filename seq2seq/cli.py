@@ -162,7 +162,14 @@ def cmd_translate(args: argparse.Namespace) -> None:
         chunk = 1 if source.isatty() else 10_000  # interactive: answer each line at once
         read: deque[str] = deque()  # lines read but not yet answered, for the attention files
         outputs = translate_lines(
-            model, _remember(source, read), search, loaded.src_vocab, loaded.tgt_vocab, device, chunk_lines=chunk
+            model,
+            _remember(source, read),
+            search,
+            loaded.src_vocab,
+            loaded.tgt_vocab,
+            device,
+            chunk_lines=chunk,
+            attention=bool(args.attention_dir),
         )
         for i, nbest in enumerate(outputs):
             line = read.popleft()

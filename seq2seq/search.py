@@ -75,8 +75,10 @@ def greedy_search(
     max_length_a: float = 1.5,
     max_length_b: int = 10,
     min_length: int = 0,
+    keep_attention: bool = True,
 ) -> list[Hypothesis]:
-    """Pick the most probable piece at every step. src: (N, S) -> N hypotheses."""
+    """Pick the most probable piece at every step. src: (N, S) -> N hypotheses, with their
+    attention weights where the model attends and ``keep_attention``."""
     n = src.size(0)
     encoded = model.encode(src, src_lengths)
     state = model.init_state(encoded)
@@ -91,7 +93,7 @@ def greedy_search(
         best, prev = log_probs.max(dim=-1)
         total += best.masked_fill(done, 0.0)
         tokens.append(prev)
-        if out.attention is not None:
+        if out.attention is not None and keep_attention:
             attention.append(out.attention)
         done |= prev == eos
         state = out.state
@@ -135,6 +137,7 @@ def beam_search(
     max_length_a: float = 1.5,
     max_length_b: int = 10,
     min_length: int = 0,
+    keep_attention: bool = True,
 ) -> list[list[Hypothesis]]:
     """Batched beam search, beams folded into the batch (rows ``i * K + k``).
 
@@ -142,7 +145,8 @@ def beam_search(
     among the first K become finished hypotheses, and the K best others live on, so K beams
     stay alive. A sentence leaves the batch once it has K finished hypotheses, and every
     sentence finishes at its length limit. Returns the ``n_best`` hypotheses per sentence,
-    best first by length-penalised score.
+    best first by length-penalised score, with their attention weights where the model
+    attends and ``keep_attention`` (keeping them costs a copy of the history every step).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
@@ -169,7 +173,7 @@ def beam_search(
         candidates = (scores.view(-1, 1) + log_probs).view(len(live), k * vocab)
         top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=1)
         origin, token = top_ids // vocab, top_ids % vocab  # beam within the sentence, piece
-        if out.attention is not None:
+        if out.attention is not None and keep_attention:
             step_attn = out.attention[:, None, :]
             attn_history = step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)
 
@@ -197,7 +201,9 @@ def beam_search(
         history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, rows)
-        state, encoded = select(out.state, rows), select(encoded, rows)
+        state = select(out.state, rows)
+        if len(keep) < len(live):  # the K rows of a sentence hold the same encoding: reorder on exits only
+            encoded = select(encoded, (keep_t[:, None] * k + torch.arange(k, device=device)).view(-1))
         scores, prev, live = alive_scores, token.view(-1), [live[i] for i in keep]
 
     empty = Hypothesis([], -math.inf, -math.inf)  # only where every beam scored -inf

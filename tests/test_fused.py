@@ -1,12 +1,14 @@
 """The fused training paths equal the plain ones: the input-feeding GRU decoder loop with its
 hand-written backward (seq2seq.models.input_feeding), the chunked projection + cross-entropy
-(seq2seq.train.loss), and the cheaper dropout mask."""
+(seq2seq.train.loss), the CPU-autocast GRU loop (seq2seq.models.gru_loop) and the cheaper
+dropout mask."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from seq2seq.models.attention_decoders import LuongDecoder
+from seq2seq.models.cells import FusedRecurrent, make_recurrent
 from seq2seq.models.dropout import Dropout, dropout_mask
 from seq2seq.models.encoder import Encoded
 from seq2seq.models.input_feeding import Weights, input_feeding_gru
@@ -156,3 +158,42 @@ def test_dropout_mask_drops_p_and_keeps_the_mean() -> None:
     x = torch.randn(5, 7)
     assert torch.equal(layer.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_gru_loop_equals_torch_gru_with_gradients(bidirectional: bool, with_state: bool) -> None:
+    """The CPU-autocast GRU path (seq2seq.models.gru_loop) against torch.nn.GRU: two layers, a
+    padded batch, float64 outputs, final states and gradients."""
+    torch.manual_seed(0)
+    rnn = make_recurrent("gru", 5, 6, 2, bidirectional).double()
+    assert isinstance(rnn, FusedRecurrent)
+    d = 2 if bidirectional else 1
+    x = torch.randn(4, 7, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    state = (torch.randn(4, 2 * d, 6, dtype=torch.float64, requires_grad=True),) if with_state else None
+    results = []
+    for run in (rnn._run, rnn._run_loop):
+        out, final = run(x, state, lengths)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
+        loss = (out * weights).sum() + 0.7 * final[0].square().sum()
+        inputs = [x, *rnn.parameters(), *(state or ())]
+        results.append((out, final[0], torch.autograd.grad(loss, inputs)))
+    (out_t, final_t, grads_t), (out_l, final_l, grads_l) = results
+    torch.testing.assert_close(out_l, out_t)
+    torch.testing.assert_close(final_l, final_t)
+    assert float(out_l[3, 1:].abs().max()) == 0.0  # padding
+    for a, b in zip(grads_l, grads_t, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_gru_under_cpu_autocast_runs_the_loop_in_bf16_and_stays_close() -> None:
+    torch.manual_seed(0)
+    rnn = make_recurrent("gru", 8, 16, 1, True)
+    x, lengths = torch.randn(3, 6, 8), torch.tensor([6, 2, 4])
+    reference, _ = rnn(x, lengths=lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = rnn(x, lengths=lengths)
+    torch.testing.assert_close(out.float(), reference, atol=0.03, rtol=0.03)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in rnn.parameters())

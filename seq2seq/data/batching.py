@@ -11,13 +11,16 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-import pyarrow as pa
 import torch
 
 from seq2seq.data.sources import DataError
+
+if TYPE_CHECKING:  # datasets and pyarrow load only where a corpus is read, not to translate
+    import datasets
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,8 @@ def _id_chunks(ds: datasets.Dataset) -> Iterator[dict[str, pa.ListArray]]:
     are read as streams with plain reads: a memory map would leave every page it touched
     resident in this process until the dataset is closed, about 1 GB of RSS for 5 million
     pairs (docs/results.md), while read pages stay in the kernel's reclaimable page cache."""
+    import pyarrow as pa
+
     names = ["src_ids", "tgt_ids"]
     files = [f["filename"] for f in ds.cache_files]
     if ds._indices is None and files and _stream_rows(files, names) == len(ds):
@@ -129,6 +134,8 @@ def _stream_rows(files: list[str], names: list[str]) -> int:
 
     Through a memory map, batches are zero-copy: counting their rows touches only the
     message headers, not the data, and the map is closed before the data is read."""
+    import pyarrow as pa
+
     rows = 0
     for filename in files:
         try:

@@ -19,15 +19,23 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from seq2seq.config import CorpusConfig
 
 logger = logging.getLogger(__name__)
 
-FEATURES = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
+if TYPE_CHECKING:  # datasets loads only where a corpus is read, not to translate
+    import datasets
+
+
+def features() -> datasets.Features:
+    """The columns every corpus is read into: ``src`` and ``tgt`` strings."""
+    import datasets
+
+    return datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
+
+
 MULTI30K_ENV = "SEQ2SEQ_MULTI30K"
 MULTI30K_HUB = "bentrevett/multi30k"
 _MULTI30K_HUB_SPLITS = {"train": "train", "val": "validation", "test_2016_flickr": "test"}
@@ -101,8 +109,10 @@ def _from_generator(generator: Callable[..., Iterator[Pair]], **files_and_fields
         if key.endswith("path"):
             stat = os.stat(value)
             gen_kwargs[f"{key}_stamp"] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    import datasets
+
     try:
-        return datasets.Dataset.from_generator(generator, features=FEATURES, gen_kwargs=gen_kwargs)
+        return datasets.Dataset.from_generator(generator, features=features(), gen_kwargs=gen_kwargs)
     except Exception as e:
         # datasets wraps errors raised while generating (DatasetGenerationError); the
         # DataError inside carries the message the user needs, so surface that one.
@@ -207,6 +217,8 @@ def _jsonl_pairs(path: str, src: str, tgt: str, **_stamps: str) -> Iterator[Pair
 
 
 def _load_hf(path: str, split: str, src_field: str, tgt_field: str) -> datasets.Dataset:
+    import datasets
+
     local = Path(path)
     # save_to_disk writes state.json (Dataset) or dataset_dict.json (DatasetDict).
     saved = any((local / name).is_file() for name in ("state.json", "dataset_dict.json"))
@@ -231,7 +243,7 @@ def _select_fields(ds: datasets.Dataset, name: str, src_field: str, tgt_field: s
         ds = ds.select_columns([src_field, tgt_field])
         renames = {old: new for old, new in ((src_field, "src"), (tgt_field, "tgt")) if old != new}
         ds = ds.rename_columns(renames) if renames else ds
-        return ds if ds.features == FEATURES else ds.cast(FEATURES)
+        return ds if ds.features == features() else ds.cast(features())
     if "translation" in columns and len(ds) > 0:
         languages = list(ds[0]["translation"])
         missing = [f for f in (src_field, tgt_field) if f not in languages]
@@ -241,7 +253,7 @@ def _select_fields(ds: datasets.Dataset, name: str, src_field: str, tgt_field: s
                 batched=True,
                 fn_kwargs={"src": src_field, "tgt": tgt_field},
                 remove_columns=columns,
-                features=FEATURES,
+                features=features(),
             )
         raise DataError(
             f"{name}: no language {missing[0]!r} in column 'translation'; languages present: "

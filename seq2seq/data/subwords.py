@@ -16,15 +16,17 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import sentencepiece as spm
 
 from seq2seq.atomic import atomic_open
 from seq2seq.config import SubwordConfig
 from seq2seq.data.sources import DataError
+
+if TYPE_CHECKING:  # datasets loads only where a corpus is read, not to translate
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +223,8 @@ def encode_dataset(ds: datasets.Dataset, src_vocab: Vocab, tgt_vocab: Vocab, num
 
     The cache fingerprint combines the input's fingerprint with hashes of both model
     protos, so the same corpus encoded with other models is never served from cache."""
+    import datasets
+
     digest = hashlib.sha256(ds._fingerprint.encode())
     for vocab in (src_vocab, tgt_vocab):
         digest.update(hashlib.sha256(vocab.model_proto).digest())

@@ -68,9 +68,9 @@ class LoopLayer(Recurrent):
                 if state is None
                 else tuple(s[:, d] for s in state)
             )
-            xs = x if d == 0 else _reverse(x, lengths)
+            xs = x if d == 0 else reverse_padded(x, lengths)
             out, final = self._scan(cell, cell.project(xs), start, valid, lengths)
-            outputs.append(out if d == 0 else _reverse(out, lengths))
+            outputs.append(out if d == 0 else reverse_padded(out, lengths))
             finals.append(final)
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         return output, tuple(torch.stack(parts, dim=1) for parts in zip(*finals))
@@ -99,7 +99,7 @@ class LoopLayer(Recurrent):
         return out, state
 
 
-def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of x (N, L, F) within its length; padding stays in place."""
     if lengths is None:
         return x.flip(1)

@@ -28,8 +28,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# oneDNN, which runs torch's bf16 matrix products on CPUs, caches a primitive (with its
+# buffers) per product shape, up to 1,024 of them by default; batches of varying shapes then
+# grow the heap by tens of MB per update, to 4.4 GB for the reference model (docs/results.md).
+# Every step of one batch has the same shapes, so a small cache costs under 5 % of speed.
+ONEDNN_CACHE_CAPACITY = "64"
+
+
 def set_threads(threads: int) -> int:
-    """Use ``threads`` intra-op threads; 0 means every core this process may run on."""
+    """Use ``threads`` intra-op threads; 0 means every core this process may run on. Also
+    caps oneDNN's primitive cache (see ONEDNN_CACHE_CAPACITY) unless the environment sets
+    it: oneDNN reads the variable at its first product, so call this first."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
     n = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
