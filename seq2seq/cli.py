@@ -74,6 +74,9 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         "--n-best", type=int, help="hypotheses per sentence; translate then writes 'i ||| text ||| score' lines"
     )
     p.add_argument("--batch-size", type=int, help="sentences per decoding batch")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="bf16: autocast matrix products (default: search.precision)"
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
@@ -133,7 +136,12 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
                     "an ensemble needs models trained with the same SentencePiece models"
                 )
     model: Searchable = loaded.model if len(members) == 1 else Ensemble([m.model for m in members])
-    changes = {"beam_size": args.beam_size, "n_best": args.n_best, "batch_size": args.batch_size}
+    changes = {
+        "beam_size": args.beam_size,
+        "n_best": args.n_best,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+    }
     search = dataclasses.replace(loaded.config.search, **{k: v for k, v in changes.items() if v is not None})
     if search.n_best > search.beam_size:
         raise ConfigError(f"--n-best {search.n_best} exceeds the beam size {search.beam_size}")

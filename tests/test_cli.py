@@ -67,6 +67,8 @@ def test_train_translate_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([*args, "--output", str(out), "--beam-size", "2"]) == 0
     translations = out.read_text(encoding="utf-8").split("\n")[:-1]
     assert len(translations) == 3 and translations[1] == ""
+    assert main([*args, "--output", str(out), "--beam-size", "2", "--precision", "bf16"]) == 0
+    assert len(out.read_text(encoding="utf-8").split("\n")[:-1]) == 3  # bf16 autocast decoding
 
     capsys.readouterr()
     assert main([*args, "--beam-size", "2", "--n-best", "2"]) == 0

@@ -197,3 +197,25 @@ def test_gru_under_cpu_autocast_runs_the_loop_in_bf16_and_stays_close() -> None:
     torch.testing.assert_close(out.float(), reference, atol=0.03, rtol=0.03)
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in rnn.parameters())
+
+
+def test_decoding_reuses_cast_weights_until_a_parameter_changes() -> None:
+    """Search calls the fused decoder once per step under no_grad: the bf16 weights are cast
+    once and reused, and an in-place parameter update (an optimizer step) renews them."""
+    decoder = _decoder().eval()
+    memory, h0 = torch.randn(2, 3, 10), torch.randn(2, 1, 12)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    prev = torch.randint(1, 30, (2, 1))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        first = _run_plain(decoder, memory, mask, h0, prev)
+        cached = decoder._cast_cache
+        again = _run_plain(decoder, memory, mask, h0, prev)
+        assert decoder._cast_cache is cached
+        decoder.combine.weight.mul_(2.0)
+        changed = _run_plain(decoder, memory, mask, h0, prev)
+        assert decoder._cast_cache is not cached
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, changed)
+    with torch.no_grad():
+        reference = _run_plain(decoder, memory, mask, h0, prev)  # float32, after the change
+    torch.testing.assert_close(changed.float(), reference, atol=0.05, rtol=0.05)

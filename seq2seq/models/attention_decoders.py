@@ -160,9 +160,14 @@ class LuongDecoder(nn.Module):
             and not cell_options.get("variational", False)
             and not cell_options.get("residual", False)
         )
+        self._cast_cache: tuple[Any, tuple[Tensor, Tensor, Weights]] | None = None
 
     def prepare(self, encoded: Encoded) -> Encoded:
-        return encoded._replace(keys=self.attention.keys(encoded.outputs))
+        keys = self.attention.keys(encoded.outputs)
+        if self.fused and not torch.is_grad_enabled() and keys.dtype != encoded.outputs.dtype:
+            # Decoding under autocast: cast the annotations once here, not at every step.
+            return encoded._replace(outputs=encoded.outputs.to(keys.dtype), keys=keys)
+        return encoded._replace(keys=keys)
 
     def init_state(self, encoded: Encoded, hidden: State) -> State:
         if not self.input_feeding:
@@ -198,18 +203,30 @@ class LuongDecoder(nn.Module):
         """:meth:`forward` of the input-feeding GRU with mlp attention, through
         :func:`~seq2seq.models.input_feeding.input_feeding_gru`."""
         assert encoded.keys is not None, "call decoder.prepare(encoded) before decoding"
+        e, c = emb.size(-1), encoded.outputs.size(-1)
+        if torch.is_grad_enabled():
+            w_ie, b_ih, weights = self._fused_weights(e, c)
+        else:
+            w_ie, b_ih, weights = self._cast_weights(e, c, emb.device)
+        h0, feed = state
+        xe = F.linear(emb, w_ie, b_ih)  # the inputs of all steps at once
+        p = self.dropout.p
+        drop = None
+        if self.training and p > 0:
+            drop = dropout_mask((emb.size(0), emb.size(1), self.output_size), p, torch.float32, emb.device)
+        features, h, att = input_feeding_gru(
+            xe, h0[:, 0], feed, encoded.keys, encoded.outputs, encoded.mask, weights, drop
+        )
+        return DecoderOutput(features, (h[:, None], features[:, -1]), att)
+
+    def _fused_weights(self, e: int, c: int) -> tuple[Tensor, Tensor, Weights]:
+        """The GRU's embedding-input weights and bias, and the loop's :class:`Weights`, as
+        views of the parameters (e: embedding size, c: annotation size)."""
         gru = cast(nn.Module, self.rnn.rnn)  # FusedRecurrent's torch.nn.GRU, one layer
         w_ih, w_hh = cast(Tensor, gru.weight_ih_l0), cast(Tensor, gru.weight_hh_l0)
         b_ih, b_hh = cast(Tensor, gru.bias_ih_l0), cast(Tensor, gru.bias_hh_l0)
         attention = cast(AdditiveAttention, self.attention)
         combine = self.combine.weight
-        e, c = emb.size(-1), encoded.outputs.size(-1)
-        h0, feed = state
-        xe = F.linear(emb, w_ih[:, :e], b_ih)  # the inputs of all steps at once
-        p = self.dropout.p
-        drop = None
-        if self.training and p > 0:
-            drop = dropout_mask((emb.size(0), emb.size(1), self.output_size), p, torch.float32, emb.device)
         weights = Weights(
             w_if=w_ih[:, e:],
             w_hh=w_hh,
@@ -218,10 +235,18 @@ class LuongDecoder(nn.Module):
             v=attention.v.weight[0],
             w_cc=combine[:, :c],
         )
-        features, h, att = input_feeding_gru(
-            xe, h0[:, 0], feed, encoded.keys, encoded.outputs, encoded.mask, weights, drop
-        )
-        return DecoderOutput(features, (h[:, None], features[:, -1]), att)
+        return w_ih[:, :e], b_ih, weights
+
+    def _cast_weights(self, e: int, c: int, device: torch.device) -> tuple[Tensor, Tensor, Weights]:
+        """:meth:`_fused_weights` in the autocast dtype, contiguous, made once and reused
+        while no parameter changes (search calls the decoder once per step)."""
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        key = (dtype, device, e, c, tuple(p._version for p in self.parameters()))
+        if self._cast_cache is None or self._cast_cache[0] != key:
+            w_ie, b_ih, weights = self._fused_weights(e, c)
+            tensors = [t.to(dtype or t.dtype).contiguous() for t in (w_ie, b_ih, *weights)]
+            self._cast_cache = (key, (tensors[0], tensors[1], Weights(*tensors[2:])))
+        return self._cast_cache[1]
 
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N,) -> features (N, O), attention (N, S)."""

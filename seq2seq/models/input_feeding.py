@@ -18,8 +18,10 @@ autocast re-casts every weight at every step. Here weights are cast once per bat
 four matrix products forward and four backward, and the weight gradients are one product per
 matrix over all N·T rows at the end. Products run in the autocast dtype (bf16: several times
 faster than float32 on CPUs with bf16 dot products, docs/results.md); the state, the gates and
-the softmax stay in float32. The attention's (N, S, A) tanh is recomputed in the backward pass
-rather than stored (T times the size of the keys).
+the softmax stay in float32. The attention's tanh u_tj (T times the size of the keys, in the
+product dtype) is kept for the backward pass, which applies v once after summing over steps:
+each step then passes over the (N, S, A) tensors three times (tanh_backward, the key
+gradient's sum, the query gradient's sum) instead of seven.
 """
 
 from __future__ import annotations

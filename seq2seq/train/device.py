@@ -31,8 +31,8 @@ def pick_device(name: str) -> torch.device:
 # oneDNN, which runs torch's bf16 matrix products on CPUs, caches a primitive (with its
 # buffers) per product shape, up to 1,024 of them by default; batches of varying shapes then
 # grow the heap by tens of MB per update, to 4.4 GB for the reference model (docs/results.md).
-# Every step of one batch has the same shapes, so a small cache costs under 5 % of speed.
-ONEDNN_CACHE_CAPACITY = "64"
+# Every step of one batch has the same shapes, so a small cache costs no measurable speed.
+ONEDNN_CACHE_CAPACITY = "16"
 
 
 def set_threads(threads: int) -> int:
