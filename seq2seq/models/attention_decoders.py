@@ -25,6 +25,7 @@ from seq2seq.models.decoders import OUTPUT_LAYERS, DecoderOutput
 from seq2seq.models.dropout import Dropout, dropout_mask
 from seq2seq.models.encoder import Encoded
 from seq2seq.models.input_feeding import Weights, input_feeding_gru
+from seq2seq.models.precision import product_dtype
 
 
 def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tensor, Tensor]:
@@ -240,11 +241,11 @@ class LuongDecoder(nn.Module):
     def _cast_weights(self, e: int, c: int, device: torch.device) -> tuple[Tensor, Tensor, Weights]:
         """:meth:`_fused_weights` in the autocast dtype, contiguous, made once and reused
         while no parameter changes (search calls the decoder once per step)."""
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        dtype = product_dtype(device.type, self.combine.weight.dtype)
         key = (dtype, device, e, c, tuple(p._version for p in self.parameters()))
         if self._cast_cache is None or self._cast_cache[0] != key:
             w_ie, b_ih, weights = self._fused_weights(e, c)
-            tensors = [t.to(dtype or t.dtype).contiguous() for t in (w_ie, b_ih, *weights)]
+            tensors = [t.to(dtype).contiguous() for t in (w_ie, b_ih, *weights)]
             self._cast_cache = (key, (tensors[0], tensors[1], Weights(*tensors[2:])))
         return self._cast_cache[1]
 

@@ -23,9 +23,32 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models.precision import elementwise_dtype, product_dtype
 
-def _float(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+def gru_step(gi: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step of the equations above on the last dimension. gi = x (.., 3H), gh =
+    W_h h + b_h (.., 3H), h (.., H) -> h', and r, z, n, W_hn h + b_hn for the backward pass."""
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(torch.addcmul(i_n, r, h_n))
+    return torch.lerp(n, h, z), r, z, n, h_n  # lerp: (1 - z) n + z h
+
+
+def gru_step_backward(d_new: Tensor, gates: Tensor, h: Tensor, d_gi: Tensor, d_gh: Tensor) -> Tensor:
+    """The backward of :func:`gru_step`. d_new: gradient of h' (.., H); gates: r, z, n and
+    W_hn h + b_hn concatenated (.., 4H); h: the state before the step. Writes the gradients of
+    gi and gh into ``d_gi`` and ``d_gh`` (.., 3H) and returns the part of h's gradient that
+    does not pass through W_h (d_new ⊙ z)."""
+    r, z, n, h_n = gates.chunk(4, dim=-1)
+    d_n = d_new * (1 - z) * (1 - n * n)
+    d_z = d_new * (h - n) * z * (1 - z)
+    d_r = d_n * h_n * r * (1 - r)
+    torch.cat([d_r, d_z, d_n], dim=-1, out=d_gi)
+    torch.cat([d_r, d_z, d_n * r], dim=-1, out=d_gh)
+    return d_new * z
 
 
 def _forward(
@@ -34,7 +57,7 @@ def _forward(
     """xi: (D, N, L, 3H) product dtype; h0: (D, N, H); w_hh: (D, 3H, H); b_hh: (D, 3H);
     valid: (N, L) bool -> outputs (D, N, L, H), final h (D, N, H), and if ``save`` the
     states before each step (D, N, L, H) and the gates r, z, n, W_hn h + b_hn (D, N, L, 4H)."""
-    dt, fp = w_hh.dtype, _float(w_hh.dtype)
+    dt, fp = w_hh.dtype, elementwise_dtype(w_hh.dtype)
     d, n, length, hidden = h0.size(0), h0.size(1), xi.size(2), h0.size(2)
     w_t, bias = w_hh.transpose(1, 2), b_hh[:, None, :]
     h = h0.to(fp)
@@ -45,12 +68,7 @@ def _forward(
     for t in range(length):
         gi = xi[:, :, t].to(fp)
         gh = torch.baddbmm(bias, h.to(dt), w_t).to(fp)  # (D, N, 3H)
-        i_r, i_z, i_n = gi.chunk(3, dim=2)
-        h_r, h_z, h_n = gh.chunk(3, dim=2)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n_ = torch.tanh(torch.addcmul(i_n, r, h_n))
-        new = torch.lerp(n_, h, z)
+        new, r, z, n_, h_n = gru_step(gi, gh, h)
         if prevs is not None and gates is not None:
             prevs[:, :, t] = h
             torch.cat([r, z, n_, h_n], dim=2, out=gates[:, :, t])
@@ -79,7 +97,7 @@ class _GRULoop(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor | None, d_last: Tensor | None) -> tuple[Tensor | None, ...]:
         w, valid, prevs, gates = ctx.saved_tensors
-        dt, fp = w.dtype, _float(w.dtype)
+        dt, fp = w.dtype, elementwise_dtype(w.dtype)
         d, n, length, hidden = prevs.shape
         dh = d_last.to(fp) if d_last is not None else prevs.new_zeros(d, n, hidden)
         d_gi = prevs.new_empty(d, n, length, 3 * hidden)
@@ -90,14 +108,8 @@ class _GRULoop(torch.autograd.Function):
             d_new = dh if d_out is None else dh + d_out[:, :, t].to(fp)
             d_new = d_new * m
             carry = dh * ~m
-            r, z, n_, h_n = gates[:, :, t].chunk(4, dim=2)
-            h_prev = prevs[:, :, t]
-            d_n = d_new * (1 - z) * (1 - n_ * n_)
-            d_z = d_new * (h_prev - n_) * z * (1 - z)
-            d_r = d_n * h_n * r * (1 - r)
-            torch.cat([d_r, d_z, d_n], dim=2, out=d_gi[:, :, t])
-            torch.cat([d_r, d_z, d_n * r], dim=2, out=d_gh[:, :, t])
-            dh = carry + d_new * z + torch.bmm(d_gh[:, :, t].to(dt), w).to(fp)
+            direct = gru_step_backward(d_new, gates[:, :, t], prevs[:, :, t], d_gi[:, :, t], d_gh[:, :, t])
+            dh = carry + direct + torch.bmm(d_gh[:, :, t].to(dt), w).to(fp)
         rows = d_gh.reshape(d, n * length, 3 * hidden)
         d_w = torch.bmm(rows.transpose(1, 2).to(dt), prevs.reshape(d, n * length, hidden).to(dt)).to(fp)
         d_b = rows.sum(dim=1)
@@ -112,7 +124,7 @@ def gru_loop(xi: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor, valid: Tensor) 
     (D, N, H), in float32 (float64 for float64 inputs). Under autocast the recurrent products
     run in its dtype."""
     device = xi.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else w_hh.dtype
+    dtype = product_dtype(device, w_hh.dtype)
     with torch.autocast(device, enabled=False):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (xi, h0, w_hh, b_hh)):
             out: tuple[Tensor, Tensor] = _GRULoop.apply(xi, h0, w_hh, b_hh, valid, dtype)

@@ -32,6 +32,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models.gru_loop import gru_step, gru_step_backward
+from seq2seq.models.precision import elementwise_dtype, product_dtype
+
 
 class Weights(NamedTuple):
     """The loop's parameters (views of the decoder's modules' parameters)."""
@@ -54,11 +57,6 @@ class _Saved(NamedTuple):
     o: Tensor  # (N, T, O) tanh output before dropout
 
 
-def _float(dtype: torch.dtype) -> torch.dtype:
-    """Where the elementwise work happens: float32 for the half types, else the dtype itself."""
-    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
-
-
 def _loop(
     xe: Tensor,
     h0: Tensor,
@@ -72,7 +70,7 @@ def _loop(
 ) -> tuple[Tensor, Tensor, Tensor, _Saved | None]:
     """Forward over all steps; every weight and ``keys``/``memory`` already in the product dtype."""
     dt = w.w_hh.dtype
-    fp = _float(dt)
+    fp = elementwise_dtype(dt)
     n, steps, hidden = xe.size(0), xe.size(1), w.w_hh.size(1)
     att, out = w.v.size(0), w.w_cc.size(0)
     hs = [h0.to(fp)]
@@ -84,12 +82,7 @@ def _loop(
         h_prev, f_prev = hs[-1], fs[-1]
         gi = torch.addmm(xe[:, t], f_prev.to(dt), w.w_if.t()).to(fp)
         gh = torch.addmm(w.b_hh, h_prev.to(dt), w.w_hh.t()).to(fp)
-        i_r, i_z, i_n = gi.chunk(3, dim=1)
-        h_r, h_z, h_n = gh.chunk(3, dim=1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n_ = torch.tanh(torch.addcmul(i_n, r, h_n))
-        h = torch.lerp(n_, h_prev, z)  # (1 - z) n + z h_prev
+        h, r, z, n_, h_n = gru_step(gi, gh, h_prev)
         qch = h.to(dt) @ w.w_qch.t()  # (N, A + O)
         q, ch = qch[:, :att], qch[:, att:]
         u = torch.add(keys, q[:, None, :], out=us[t] if us is not None else None).tanh_()  # (N, S, A)
@@ -158,7 +151,7 @@ class _InputFeedingGRU(torch.autograd.Function):
         drop = rest.pop(0) if ctx.has_drop else None
         w = Weights(*rest[:6])
         s = _Saved(*rest[6:])
-        dt, fp = w.w_hh.dtype, _float(w.w_hh.dtype)
+        dt, fp = w.w_hh.dtype, elementwise_dtype(w.w_hh.dtype)
         n, steps, hidden = s.gates.size(0), s.gates.size(1), s.h.size(2)
         att = w.v.size(0)
         d_feat = d_features.to(fp) if d_features is not None else s.o.new_zeros(s.o.shape)
@@ -191,15 +184,8 @@ class _InputFeedingGRU(torch.autograd.Function):
             d_qch[:, t, att:] = d_pre
             d_c[:, t] = dc
             dh = dh + (d_qch[:, t].to(dt) @ w.w_qch).to(fp)
-            # h = (1 - z) n + z h_prev; n = tanh(i_n + r ⊙ hn); r, z = σ(i + h)
-            r, z, n_, h_n = s.gates[:, t].chunk(4, dim=1)
-            h_prev = s.h[:, t]
-            d_n = dh * (1 - z) * (1 - n_ * n_)
-            d_z = dh * (h_prev - n_) * z * (1 - z)
-            d_r = d_n * h_n * r * (1 - r)
-            d_gi[:, t] = torch.cat([d_r, d_z, d_n], dim=1)
-            d_gh[:, t] = torch.cat([d_r, d_z, d_n * r], dim=1)
-            dh = dh * z + (d_gh[:, t].to(dt) @ w.w_hh).to(fp)
+            direct = gru_step_backward(dh, s.gates[:, t], s.h[:, t], d_gi[:, t], d_gh[:, t])
+            dh = direct + (d_gh[:, t].to(dt) @ w.w_hh).to(fp)
             df = (d_gi[:, t].to(dt) @ w.w_if).to(fp)
 
         def wgrad(grad: Tensor, inputs: Tensor) -> Tensor:
@@ -247,7 +233,7 @@ def input_feeding_gru(
     features f (N, T, O), h_T (N, H), attention (N, T, S), in float32 (float64 for float64
     inputs). Under autocast the products run in its dtype."""
     device = xe.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weights.w_hh.dtype
+    dtype = product_dtype(device, weights.w_hh.dtype)
     with torch.autocast(device, enabled=False):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (xe, h0, f0, keys, memory, *weights)):
             out: tuple[Tensor, Tensor, Tensor] = _InputFeedingGRU.apply(

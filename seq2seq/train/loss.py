@@ -16,21 +16,16 @@ with the logits rounded to the autocast dtype, as autocast would, and the softma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-
-def _dtypes(x: Tensor, weight: Tensor) -> tuple[torch.dtype, torch.dtype]:
-    """The products' dtype (autocast's, else the weight's) and the softmax's (float32 for the
-    half types)."""
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else weight.dtype
-    return dtype, torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+from seq2seq.models.precision import elementwise_dtype, product_dtype
 
 
-def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
-    """logits: (c, V) -> summed loss (), log-sum-exp (c, 1), target logits (c,)."""
+def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
+    """logits: (c, V) -> summed loss (), log-sum-exp (c, 1)."""
     lse = torch.logsumexp(logits, dim=1, keepdim=True)
     picked = logits.gather(1, target[:, None]).squeeze(1)
     # -log p(y) = lse - z_y; the uniform part ε·mean_j(-log p_j) = ε·(lse - mean_j z_j).
@@ -38,7 +33,53 @@ def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple
     loss = (1.0 - label_smoothing) * nll.sum()
     if label_smoothing > 0:
         loss = loss + label_smoothing * (lse.squeeze(1) - logits.mean(dim=1)).sum()
-    return loss, lse, picked
+    return loss, lse
+
+
+class _Gradients(NamedTuple):
+    x: Tensor  # (M, O) in the products' dtype
+    weight: Tensor  # (V, O)
+    bias: Tensor  # (V,)
+
+
+def _chunked(
+    x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, label_smoothing: float, chunk: int, grads: bool
+) -> tuple[Tensor, _Gradients | None]:
+    """The summed loss, a chunk of rows at a time, and with ``grads`` the gradients of the
+    loss with respect to x, weight and bias (the bias' also where it is None)."""
+    dtype = product_dtype(x.device.type, weight.dtype)
+    fp = elementwise_dtype(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        w, xc = weight.to(dtype), x.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        vocab = weight.size(0)
+        total = x.new_zeros((), dtype=fp)
+        out = None
+        if grads:
+            out = _Gradients(
+                torch.empty_like(xc), torch.zeros_like(weight, dtype=fp), torch.zeros(vocab, dtype=fp, device=x.device)
+            )
+        for start in range(0, x.size(0), chunk):
+            rows = slice(start, start + chunk)
+            xs, ys = xc[rows], target[rows]
+            z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
+            loss, lse = _chunk_loss(z, ys, label_smoothing)
+            total += loss
+            if out is None:
+                continue
+            # d loss / d z = softmax(z) - q, q = (1 - ε)·onehot(y) + ε/V, in place of z.
+            grad_z = z.sub_(lse).exp_()
+            if label_smoothing > 0:
+                grad_z.sub_(label_smoothing / vocab)
+            grad_z[torch.arange(len(ys), device=ys.device), ys] -= 1.0 - label_smoothing
+            gz = grad_z.to(dtype)
+            torch.mm(gz, w, out=out.x[rows])
+            if dtype == fp:
+                out.weight.addmm_(gz.t(), xs)
+            else:
+                out.weight.add_((gz.t() @ xs).to(fp))
+            out.bias.add_(grad_z.sum(dim=0))
+    return total, out
 
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
@@ -46,34 +87,9 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, label_smoothing: float, chunk: int
     ) -> Tensor:
-        dtype, fp = _dtypes(x, weight)
-        with torch.autocast(x.device.type, enabled=False):
-            w, xc = weight.to(dtype), x.to(dtype)
-            b = None if bias is None else bias.to(dtype)
-            vocab = weight.size(0)
-            grad_x = torch.empty_like(xc)
-            grad_w = torch.zeros_like(weight, dtype=fp)
-            grad_b = torch.zeros(vocab, dtype=fp, device=x.device)
-            total = x.new_zeros((), dtype=fp)
-            for start in range(0, x.size(0), chunk):
-                rows = slice(start, start + chunk)
-                xs, ys = xc[rows], target[rows]
-                z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
-                loss, lse, _ = _chunk_loss(z, ys, label_smoothing)
-                total += loss
-                # d loss / d z = softmax(z) - q, q = (1 - ε)·onehot(y) + ε/V, in place of z.
-                grad_z = z.sub_(lse).exp_()
-                if label_smoothing > 0:
-                    grad_z.sub_(label_smoothing / vocab)
-                grad_z[torch.arange(len(ys), device=ys.device), ys] -= 1.0 - label_smoothing
-                gz = grad_z.to(dtype)
-                torch.mm(gz, w, out=grad_x[rows])
-                if dtype == fp:
-                    grad_w.addmm_(gz.t(), xs)
-                else:
-                    grad_w += (gz.t() @ xs).to(fp)
-                grad_b += grad_z.sum(dim=0)
-        ctx.save_for_backward(grad_x, grad_w, grad_b)
+        total, grads = _chunked(x, weight, bias, target, label_smoothing, chunk, grads=True)
+        assert grads is not None
+        ctx.save_for_backward(*grads)
         ctx.has_bias = bias is not None
         ctx.x_dtype = x.dtype
         return total
@@ -98,18 +114,10 @@ def projected_cross_entropy(
     smoothing ε (Szegedy et al. 2016: the target distribution is (1 - ε)·onehot + ε/V).
 
     x: (M, O) features of the real target positions; weight: (V, O); bias: (V,) or None;
-    target: (M,) ids -> loss () in float32 (float64 for float64 inputs). ``chunk`` rows are projected at a time. Under
-    autocast the products run in its dtype and the softmax in float32."""
+    target: (M,) ids -> loss () in float32 (float64 for float64 inputs). ``chunk`` rows are
+    projected at a time. Under autocast the products run in its dtype and the softmax in
+    float32."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         loss: Tensor = _ProjectedCrossEntropy.apply(x, weight, bias, target, label_smoothing, chunk)
         return loss
-    dtype, fp = _dtypes(x, weight)
-    with torch.autocast(x.device.type, enabled=False):
-        w, xc = weight.to(dtype), x.to(dtype)
-        b = None if bias is None else bias.to(dtype)
-        total = x.new_zeros((), dtype=fp)
-        for start in range(0, x.size(0), chunk):
-            xs = xc[start : start + chunk]
-            z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
-            total += _chunk_loss(z, target[start : start + chunk], label_smoothing)[0]
-    return total
+    return _chunked(x, weight, bias, target, label_smoothing, chunk, grads=False)[0]
