@@ -139,7 +139,8 @@ def beam_search(
     min_length: int = 0,
     keep_attention: bool = True,
 ) -> list[list[Hypothesis]]:
-    """Batched beam search, beams folded into the batch (rows ``i * K + k``).
+    """Batched beam search, beams folded into the batch (rows ``i * K + k``; the first step
+    runs one row per sentence, since its K beams would be identical).
 
     At each step every live sentence takes its 2K best continuations: those ending in EOS
     among the first K become finished hypotheses, and the K best others live on, so K beams
@@ -154,24 +155,24 @@ def beam_search(
     limits = max_lengths(src_lengths, max_length_a, max_length_b)
     encoded = model.encode(src, src_lengths)
     state = model.init_state(encoded)
-    rows = torch.arange(n, device=device).repeat_interleave(k)
-    encoded, state = select(encoded, rows), select(state, rows)
 
+    # Rows i * width + b: beam b of live sentence i. The first step runs one row per
+    # sentence (its K beams would be identical), then each keeps its K best continuations.
     live = list(range(n))  # sentence of each live batch entry
-    scores = torch.full((n, k), -math.inf, device=device)
-    scores[:, 0] = 0.0  # all K beams start identical: keep one
-    history = torch.empty(n * k, 0, dtype=torch.long, device=device)
+    width = 1
+    scores = torch.zeros(n, 1, device=device)
+    history = torch.empty(n, 0, dtype=torch.long, device=device)
     attn_history: Tensor | None = None
-    prev = torch.full((n * k,), bos, dtype=torch.long, device=device)
+    prev = torch.full((n,), bos, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
 
     for t in range(max(limits) + 1):
         out = model.step(prev, state, encoded)
-        live_limits = torch.tensor([limits[s] for s in live], device=device).repeat_interleave(k)
+        live_limits = torch.tensor([limits[s] for s in live], device=device).repeat_interleave(width)
         log_probs = _constrain(out.log_probs, t, min_length, live_limits, eos)
         vocab = log_probs.size(-1)
-        candidates = (scores.view(-1, 1) + log_probs).view(len(live), k * vocab)
-        top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=1)
+        candidates = (scores.view(-1, 1) + log_probs).view(len(live), width * vocab)
+        top_scores, top_ids = candidates.topk(min(2 * k, width * vocab), dim=1)
         origin, token = top_ids // vocab, top_ids % vocab  # beam within the sentence, piece
         if out.attention is not None and keep_attention:
             step_attn = out.attention[:, None, :]
@@ -180,7 +181,7 @@ def beam_search(
         is_eos = token == eos
         ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
         for i, j in ended.nonzero().tolist():
-            s, row = live[i], i * k + int(origin[i, j])
+            s, row = live[i], i * width + int(origin[i, j])
             if len(finished[s]) >= k:
                 continue
             raw = float(top_scores[i, j])
@@ -193,18 +194,19 @@ def beam_search(
         if not keep:
             break
         # The K best continuations that do not end here (EOS masked out), per live sentence.
-        alive_scores, pick = top_scores.masked_fill(is_eos, -math.inf).topk(k, dim=1)
+        alive_scores, pick = top_scores.masked_fill(is_eos, -math.inf).topk(min(k, top_scores.size(1)), dim=1)
         keep_t = torch.tensor(keep, device=device)
         pick, alive_scores = pick[keep_t], alive_scores[keep_t]
         origin, token = origin[keep_t].gather(1, pick), token[keep_t].gather(1, pick)
-        rows = (keep_t[:, None] * k + origin).view(-1)
+        rows = (keep_t[:, None] * width + origin).view(-1)
         history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, rows)
         state = select(out.state, rows)
-        if len(keep) < len(live):  # the K rows of a sentence hold the same encoding: reorder on exits only
-            encoded = select(encoded, (keep_t[:, None] * k + torch.arange(k, device=device)).view(-1))
-        scores, prev, live = alive_scores, token.view(-1), [live[i] for i in keep]
+        if len(keep) < len(live) or pick.size(1) != width:
+            # Every row of a sentence holds the same encoding: reorder on exits and growth only.
+            encoded = select(encoded, (keep_t * width).repeat_interleave(pick.size(1)))
+        scores, prev, live, width = alive_scores, token.view(-1), [live[i] for i in keep], pick.size(1)
 
     empty = Hypothesis([], -math.inf, -math.inf)  # only where every beam scored -inf
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] or [empty] for hyps in finished]

@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.models import build_model
 from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.cells import FusedRecurrent, make_recurrent
 from seq2seq.models.dropout import Dropout, dropout_mask
@@ -208,14 +210,38 @@ def test_decoding_reuses_cast_weights_until_a_parameter_changes() -> None:
     prev = torch.randint(1, 30, (2, 1))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         first = _run_plain(decoder, memory, mask, h0, prev)
-        cached = decoder._cast_cache
+        cached = decoder._cast_cache._value
         again = _run_plain(decoder, memory, mask, h0, prev)
-        assert decoder._cast_cache is cached
+        assert decoder._cast_cache._value is cached
         decoder.combine.weight.mul_(2.0)
         changed = _run_plain(decoder, memory, mask, h0, prev)
-        assert decoder._cast_cache is not cached
+        assert decoder._cast_cache._value is not cached
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first, changed)
     with torch.no_grad():
         reference = _run_plain(decoder, memory, mask, h0, prev)  # float32, after the change
     torch.testing.assert_close(changed.float(), reference, atol=0.05, rtol=0.05)
+
+
+def test_search_step_under_bf16_uses_cast_output_weights_with_the_same_result() -> None:
+    """Seq2Seq.step under no_grad and autocast casts the output projection once (CastCache)
+    and gives what autocast's own per-call cast gives; an update renews the cast."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
+        decoder=DecoderConfig(embedding_dim=8, hidden_size=12, output_size=8),
+    )
+    model = build_model(config, 30, 30).eval()
+    src, lengths = torch.randint(4, 30, (3, 5)), torch.tensor([5, 5, 5])
+    prev = torch.tensor([2, 2, 2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        encoded = model.encode(src, lengths)
+        state = model.init_state(encoded)
+        features = model.decoder.step(prev, state, encoded).features
+        expected = torch.log_softmax(model.logits(features).float(), dim=-1)
+        out = model.step(prev, state, encoded)
+        cached = model._cast_cache._value
+        torch.testing.assert_close(out.log_probs, expected, atol=0, rtol=0)
+        model.generator.bias.add_(1.0)  # in place, like an optimizer step
+        model.step(prev, state, encoded)
+        assert model._cast_cache._value is not cached

@@ -25,7 +25,7 @@ from seq2seq.models.decoders import OUTPUT_LAYERS, DecoderOutput
 from seq2seq.models.dropout import Dropout, dropout_mask
 from seq2seq.models.encoder import Encoded
 from seq2seq.models.input_feeding import Weights, input_feeding_gru
-from seq2seq.models.precision import product_dtype
+from seq2seq.models.precision import CastCache, product_dtype
 
 
 def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tensor, Tensor]:
@@ -161,10 +161,12 @@ class LuongDecoder(nn.Module):
             and not cell_options.get("variational", False)
             and not cell_options.get("residual", False)
         )
-        self._cast_cache: tuple[Any, tuple[Tensor, Tensor, Weights]] | None = None
+        self._cast_cache = CastCache()
 
     def prepare(self, encoded: Encoded) -> Encoded:
         keys = self.attention.keys(encoded.outputs)
+        if self.fused:
+            keys = 2 * keys  # the fused loop's sigmoid form of the tanh (models/input_feeding.py)
         if self.fused and not torch.is_grad_enabled() and keys.dtype != encoded.outputs.dtype:
             # Decoding under autocast: cast the annotations once here, not at every step.
             return encoded._replace(outputs=encoded.outputs.to(keys.dtype), keys=keys)
@@ -242,12 +244,13 @@ class LuongDecoder(nn.Module):
         """:meth:`_fused_weights` in the autocast dtype, contiguous, made once and reused
         while no parameter changes (search calls the decoder once per step)."""
         dtype = product_dtype(device.type, self.combine.weight.dtype)
-        key = (dtype, device, e, c, tuple(p._version for p in self.parameters()))
-        if self._cast_cache is None or self._cast_cache[0] != key:
+
+        def make() -> list[Tensor]:
             w_ie, b_ih, weights = self._fused_weights(e, c)
-            tensors = [t.to(dtype).contiguous() for t in (w_ie, b_ih, *weights)]
-            self._cast_cache = (key, (tensors[0], tensors[1], Weights(*tensors[2:])))
-        return self._cast_cache[1]
+            return [w_ie, b_ih, *weights]
+
+        w_ie, b_ih, *weights = self._cast_cache.get(dtype, self.parameters(), make)
+        return w_ie, b_ih, Weights(*weights)
 
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N,) -> features (N, O), attention (N, S)."""

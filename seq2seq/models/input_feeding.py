@@ -6,6 +6,7 @@ For each step t, with the inputs of all steps projected beforehand (x_t = W_ie E
     r, z, n = GRU gates of (x_t + W_if f_{t-1}, W_hh h_{t-1} + b_hh)    (torch.nn.GRU's equations)
     h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
     a_t = softmax_j(v^T tanh(W_q h_t + k_j))          (Bahdanau et al. 2015, Eq. 6; k_j = U h̄_j + b)
+                                                      (computed as softmax_j(2 v^T σ(2 W_q h_t + 2 k_j)))
     c_t = Σ_j a_tj h̄_j
     f_t = dropout(tanh(W_cc c_t + W_ch h_t))          (Luong et al. 2015, Eq. 5; input feeding, Sec. 3.3)
 
@@ -18,10 +19,18 @@ autocast re-casts every weight at every step. Here weights are cast once per bat
 four matrix products forward and four backward, and the weight gradients are one product per
 matrix over all N·T rows at the end. Products run in the autocast dtype (bf16: several times
 faster than float32 on CPUs with bf16 dot products, docs/results.md); the state, the gates and
-the softmax stay in float32. The attention's tanh u_tj (T times the size of the keys, in the
-product dtype) is kept for the backward pass, which applies v once after summing over steps:
-each step then passes over the (N, S, A) tensors three times (tanh_backward, the key
-gradient's sum, the query gradient's sum) instead of seven.
+the softmax stay in float32.
+
+The attention's tanh over (N, S, A) at every step is the loop's largest elementwise cost,
+and torch's CPU tanh is several times slower than its sigmoid (docs/results.md). So the
+loop uses tanh(x) = 2 σ(2x) − 1: with s_tj = σ(2 k_j + 2 W_q h_t), the score is
+v^T tanh(·) = 2 v^T s_tj − Σ v, and the softmax ignores the constant Σ v. The caller passes
+the keys doubled, keys2 = 2 k (computed once per batch). s (T times the size of the keys,
+in the product dtype) is kept for the backward pass, which applies v once after summing
+over steps: each step then passes over the (N, S, A) tensors three times
+(sigmoid_backward, the key gradient's sum, the query gradient's sum) instead of seven. The
+gradients of keys2 and of the query carry the factors 2 v and 4 v (d(2σ(z) − 1)/dz =
+2 σ(z)(1 − σ(z)), z = keys2 + 2 q), and v's, Σ_j de_j tanh(·) = 2 Σ_j de_j s_j − Σ_j de_j.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ class _Saved(NamedTuple):
     h: Tensor  # (N, T + 1, H) h_0..h_T
     f: Tensor  # (N, T + 1, O) f_0..f_T (f_0: the initial feed)
     gates: Tensor  # (N, T, 4H) r, z, n and W_hn h + b_hn
-    u: Tensor  # (T, N, S, A) tanh(W_q h_t + k_j), in the product dtype
+    sig: Tensor  # (T, N, S, A) σ(2 W_q h_t + 2 k_j), in the product dtype
     a: Tensor  # (N, T, S) float
     c: Tensor  # (N, T, C)
     o: Tensor  # (N, T, O) tanh output before dropout
@@ -61,14 +70,14 @@ def _loop(
     xe: Tensor,
     h0: Tensor,
     f0: Tensor,
-    keys: Tensor,
+    keys2: Tensor,
     memory: Tensor,
     mask: Tensor,
     w: Weights,
     drop: Tensor | None,
     save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, _Saved | None]:
-    """Forward over all steps; every weight and ``keys``/``memory`` already in the product dtype."""
+    """Forward over all steps; every weight and ``keys2``/``memory`` already in the product dtype."""
     dt = w.w_hh.dtype
     fp = elementwise_dtype(dt)
     n, steps, hidden = xe.size(0), xe.size(1), w.w_hh.size(1)
@@ -77,7 +86,8 @@ def _loop(
     fs = [f0.to(fp)]
     gates, attn, ctxs, os_ = [], [], [], []
     blocked = ~mask
-    us = keys.new_empty(steps, *keys.shape) if save else None
+    v2 = 2 * w.v
+    ss = keys2.new_empty(steps, *keys2.shape) if save else None
     for t in range(steps):
         h_prev, f_prev = hs[-1], fs[-1]
         gi = torch.addmm(xe[:, t], f_prev.to(dt), w.w_if.t()).to(fp)
@@ -85,8 +95,8 @@ def _loop(
         h, r, z, n_, h_n = gru_step(gi, gh, h_prev)
         qch = h.to(dt) @ w.w_qch.t()  # (N, A + O)
         q, ch = qch[:, :att], qch[:, att:]
-        u = torch.add(keys, q[:, None, :], out=us[t] if us is not None else None).tanh_()  # (N, S, A)
-        e = (u @ w.v).to(fp).masked_fill_(blocked, float("-inf"))
+        s = torch.add(keys2, q[:, None, :], alpha=2, out=ss[t] if ss is not None else None).sigmoid_()  # (N, S, A)
+        e = (s @ v2).to(fp).masked_fill_(blocked, float("-inf"))  # v^T tanh(.) + Σ v
         a = torch.softmax(e, dim=-1)  # (N, S)
         c = torch.bmm(a[:, None, :].to(dt), memory).squeeze(1)  # (N, C)
         o = torch.tanh(torch.addmm(ch, c, w.w_cc.t()).to(fp))
@@ -102,12 +112,12 @@ def _loop(
     weights = torch.stack(attn, dim=1) if steps else memory.new_zeros(n, 0, memory.size(1), dtype=fp)
     saved = None
     if save:
-        assert us is not None
+        assert ss is not None
         saved = _Saved(
             torch.stack(hs, dim=1),
             torch.stack(fs, dim=1),
             torch.stack(gates, dim=1),
-            us,
+            ss,
             weights,
             torch.stack(ctxs, dim=1),
             torch.stack(os_, dim=1),
@@ -127,7 +137,7 @@ class _InputFeedingGRU(torch.autograd.Function):
         xe: Tensor,
         h0: Tensor,
         f0: Tensor,
-        keys: Tensor,
+        keys2: Tensor,
         memory: Tensor,
         mask: Tensor,
         drop: Tensor | None,
@@ -135,19 +145,19 @@ class _InputFeedingGRU(torch.autograd.Function):
         *params: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         w = Weights(*_cast(dtype, *params))
-        xe_, keys_, memory_ = _cast(dtype, xe, keys, memory)
-        features, h_last, weights, saved = _loop(xe_, h0, f0, keys_, memory_, mask, w, drop, save=True)
+        xe_, keys2_, memory_ = _cast(dtype, xe, keys2, memory)
+        features, h_last, weights, saved = _loop(xe_, h0, f0, keys2_, memory_, mask, w, drop, save=True)
         assert saved is not None
-        ctx.save_for_backward(keys_, memory_, *(() if drop is None else (drop,)), *w, *saved)
+        ctx.save_for_backward(keys2_, memory_, *(() if drop is None else (drop,)), *w, *saved)
         ctx.has_drop = drop is not None
-        ctx.dtypes = (xe.dtype, h0.dtype, f0.dtype, keys.dtype, memory.dtype, [p.dtype for p in params])
+        ctx.dtypes = (xe.dtype, h0.dtype, f0.dtype, keys2.dtype, memory.dtype, [p.dtype for p in params])
         ctx.mark_non_differentiable(weights)
         return features, h_last, weights
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_features: Tensor | None, d_last: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
-        keys, memory, *rest = ctx.saved_tensors
+        keys2, memory, *rest = ctx.saved_tensors
         drop = rest.pop(0) if ctx.has_drop else None
         w = Weights(*rest[:6])
         s = _Saved(*rest[6:])
@@ -157,9 +167,9 @@ class _InputFeedingGRU(torch.autograd.Function):
         d_feat = d_features.to(fp) if d_features is not None else s.o.new_zeros(s.o.shape)
         dh = d_last.to(fp) if d_last is not None else s.h.new_zeros(n, hidden)
         df = s.f.new_zeros(n, s.f.size(2))  # gradient reaching f_t from step t + 1
-        d_keys = torch.zeros(keys.shape, dtype=fp, device=keys.device)
-        d_e = s.a.new_empty(steps, n, keys.size(1))  # (T, N, S) gradients of the scores
-        v = w.v.to(fp)
+        d_keys2 = torch.zeros(keys2.shape, dtype=fp, device=keys2.device)
+        d_e = s.a.new_empty(steps, n, keys2.size(1))  # (T, N, S) gradients of the scores
+        v2 = 2 * w.v.to(fp)  # d(2σ(z) - 1)/dz = 2 σ(z)(1 - σ(z)), z = keys2 + 2 q
         d_gi = s.gates.new_empty(n, steps, 3 * hidden)
         d_gh = s.gates.new_empty(n, steps, 3 * hidden)
         d_qch = s.o.new_empty(n, steps, att + w.w_cc.size(0))
@@ -176,10 +186,11 @@ class _InputFeedingGRU(torch.autograd.Function):
             da = torch.bmm(memory, dc.to(dt)[:, :, None]).squeeze(2).to(fp)
             de = a * (da - (a * da).sum(dim=1, keepdim=True))
             d_e[t] = de
-            # d/dk_j = d/dq_j = de_j v ⊙ (1 - u_j²); the factor v is applied after the sums.
-            du = torch.ops.aten.tanh_backward(de.to(dt)[:, :, None], s.u[t])  # (N, S, A)
-            d_keys += du
-            d_q = du.sum(dim=1).to(fp) * v
+            # d/dkeys2_j = de_j 2 v ⊙ s_j (1 - s_j), d/dq twice that summed over j; the
+            # factor 2 v is applied after the sums.
+            du = torch.ops.aten.sigmoid_backward(de.to(dt)[:, :, None], s.sig[t])  # (N, S, A)
+            d_keys2 += du
+            d_q = du.sum(dim=1).to(fp) * (2 * v2)
             d_qch[:, t, :att] = d_q
             d_qch[:, t, att:] = d_pre
             d_c[:, t] = dc
@@ -197,16 +208,17 @@ class _InputFeedingGRU(torch.autograd.Function):
             w_hh=wgrad(d_gh, s.h[:, :-1]),
             b_hh=d_gh.sum(dim=(0, 1)),
             w_qch=wgrad(d_qch, s.h[:, 1:]),
-            v=(d_e.reshape(1, -1).to(dt) @ s.u.reshape(-1, att)).squeeze(0).to(fp),  # Σ de_j u_j
+            # Σ de_j tanh_j = 2 Σ de_j s_j - Σ de_j (the last sum is 0 up to rounding)
+            v=(d_e.reshape(1, -1).to(dt) @ s.sig.reshape(-1, att)).squeeze(0).to(fp) * 2 - d_e.sum(),
             w_cc=wgrad(d_qch[:, :, att:], s.c),
         )
         d_memory = torch.bmm(s.a.transpose(1, 2).to(dt), d_c.to(dt))
-        xe_t, h0_t, f0_t, keys_t, mem_t, param_types = ctx.dtypes
+        xe_t, h0_t, f0_t, keys2_t, mem_t, param_types = ctx.dtypes
         return (
             d_gi.to(xe_t),
             dh.to(h0_t),
             df.to(f0_t),
-            (d_keys * v).to(keys_t),
+            (d_keys2 * v2).to(keys2_t),
             d_memory.to(mem_t),
             None,
             None,
@@ -219,7 +231,7 @@ def input_feeding_gru(
     xe: Tensor,
     h0: Tensor,
     f0: Tensor,
-    keys: Tensor,
+    keys2: Tensor,
     memory: Tensor,
     mask: Tensor,
     weights: Weights,
@@ -228,19 +240,20 @@ def input_feeding_gru(
     """Run the decoder over T teacher-forced steps.
 
     xe: (N, T, 3H) the projected inputs W_ie E y + b_ih; h0: (N, H); f0: (N, O) the initial
-    feed; keys: (N, S, A); memory: (N, S, C); mask: (N, S) True at real positions; drop:
-    (N, T, O) the dropout mask of f, already scaled by 1 / (1 - p), or None ->
+    feed; keys2: (N, S, A) twice the attention keys, 2 (U h̄ + b); memory: (N, S, C); mask:
+    (N, S) True at real positions; drop: (N, T, O) the dropout mask of f, already scaled by
+    1 / (1 - p), or None ->
     features f (N, T, O), h_T (N, H), attention (N, T, S), in float32 (float64 for float64
     inputs). Under autocast the products run in its dtype."""
     device = xe.device.type
     dtype = product_dtype(device, weights.w_hh.dtype)
     with torch.autocast(device, enabled=False):
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (xe, h0, f0, keys, memory, *weights)):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (xe, h0, f0, keys2, memory, *weights)):
             out: tuple[Tensor, Tensor, Tensor] = _InputFeedingGRU.apply(
-                xe, h0, f0, keys, memory, mask, drop, dtype, *weights
+                xe, h0, f0, keys2, memory, mask, drop, dtype, *weights
             )
             return out
         w = Weights(*_cast(dtype, *weights))
-        xe_, keys_, memory_ = _cast(dtype, xe, keys, memory)
-        features, h_last, attention, _ = _loop(xe_, h0, f0, keys_, memory_, mask, w, drop, save=False)
+        xe_, keys2_, memory_ = _cast(dtype, xe, keys2, memory)
+        features, h_last, attention, _ = _loop(xe_, h0, f0, keys2_, memory_, mask, w, drop, save=False)
         return features, h_last, attention

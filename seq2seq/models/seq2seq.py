@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.models.cells import State
 from seq2seq.models.decoders import Decoder, DecoderOutput
 from seq2seq.models.encoder import Encoded, Encoder
+from seq2seq.models.precision import CastCache, product_dtype
 
 
 class StepOutput(NamedTuple):
@@ -31,6 +33,7 @@ class Seq2Seq(nn.Module):
         self.bridge = bridge
         self.decoder: Decoder = decoder
         self.generator = generator
+        self._cast_cache = CastCache()
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
         """src: (N, S), src_lengths: (N,) -> :class:`Encoded`, with the decoder's attention
@@ -60,5 +63,16 @@ class Seq2Seq(nn.Module):
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> StepOutput:
         """One decoding step. prev: (N,) -> log-probabilities (N, V) in float32."""
         out = self.decoder.step(prev, state, encoded)
-        log_probs = torch.log_softmax(self.logits(out.features).float(), dim=-1)
+        log_probs = torch.log_softmax(self._step_logits(out.features).float(), dim=-1)
         return StepOutput(log_probs, out.state, out.attention)
+
+    def _step_logits(self, features: Tensor) -> Tensor:
+        """:meth:`logits`; under autocast without gradients (search), with the output
+        projection's weights cast once rather than at every step."""
+        weight, bias = self.generator.weight, self.generator.bias
+        dtype = product_dtype(features.device.type, weight.dtype)
+        if torch.is_grad_enabled() or dtype == weight.dtype:
+            return self.logits(features)
+        params = [weight] if bias is None else [weight, bias]
+        w, *b = self._cast_cache.get(dtype, params, lambda: params)
+        return F.linear(features.to(dtype), w, b[0] if b else None)

@@ -172,8 +172,14 @@ class Trainer:
             self.ddp = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None)
         self.loss: nn.Module = self.ddp or loss
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        # The fused update is one kernel over all parameters (on the CPU, 6x faster than the
+        # default multi-tensor update: 5.5 against 34 ms for the reference model's 12M).
         self.optimizer = optimizers[tc.optimizer](
-            self.model.parameters(), lr=tc.learning_rate, betas=tc.betas, weight_decay=tc.weight_decay
+            self.model.parameters(),
+            lr=tc.learning_rate,
+            betas=tc.betas,
+            weight_decay=tc.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
         )
         self.schedule = Schedule(
             tc.learning_rate, tc.scheduler, tc.warmup_steps, tc.decay_factor, tc.decay_patience, tc.min_learning_rate
