@@ -203,18 +203,20 @@ def test_gru_under_cpu_autocast_runs_the_loop_in_bf16_and_stays_close() -> None:
 
 def test_decoding_reuses_cast_weights_until_a_parameter_changes() -> None:
     """Search calls the fused decoder once per step under no_grad: the bf16 weights are cast
-    once and reused, and an in-place parameter update (an optimizer step) renews them."""
+    once per batch and reused, and an in-place change of a parameter renews them."""
     decoder = _decoder().eval()
     memory, h0 = torch.randn(2, 3, 10), torch.randn(2, 1, 12)
     mask = torch.ones(2, 3, dtype=torch.bool)
     prev = torch.randint(1, 30, (2, 1))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        first = _run_plain(decoder, memory, mask, h0, prev)
+        encoded = decoder.prepare(Encoded(memory, mask, h0))  # once per batch, as in search
+        state = decoder.init_state(encoded, (h0,))
+        first = decoder(prev, state, encoded).features
         cached = decoder._cast_cache._value
-        again = _run_plain(decoder, memory, mask, h0, prev)
+        again = decoder(prev, state, encoded).features
         assert decoder._cast_cache._value is cached
         decoder.combine.weight.mul_(2.0)
-        changed = _run_plain(decoder, memory, mask, h0, prev)
+        changed = decoder(prev, state, encoded).features
         assert decoder._cast_cache._value is not cached
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first, changed)
@@ -245,3 +247,38 @@ def test_search_step_under_bf16_uses_cast_output_weights_with_the_same_result() 
         model.generator.bias.add_(1.0)  # in place, like an optimizer step
         model.step(prev, state, encoded)
         assert model._cast_cache._value is not cached
+
+
+def test_a_new_search_recasts_weights_changed_without_a_version_bump() -> None:
+    """torch's fused Adam updates parameters without moving their version counters; the
+    casts made for one search must not serve the next (encode drops them)."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
+        decoder=DecoderConfig(
+            type="luong", embedding_dim=8, hidden_size=12, output_size=8, attention="mlp", input_feeding=True
+        ),
+    )
+    model = build_model(config, 30, 30)
+    assert model.decoder.fused
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    src, lengths, prev = torch.randint(4, 30, (3, 5)), torch.tensor([5, 4, 3]), torch.tensor([2, 2, 2])
+
+    def search_step() -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            encoded = model.encode(src, lengths)
+            return model.step(prev, model.init_state(encoded), encoded).log_probs
+
+    model.eval()
+    before = search_step()
+    model.train()
+    model(src, lengths, torch.randint(4, 30, (3, 4))).sum().backward()
+    versions = [p._version for p in model.parameters()]
+    optimizer.step()
+    assert [p._version for p in model.parameters()] == versions  # what makes a version key unsafe
+    model.eval()
+    after = search_step()
+    model._cast_cache.clear()
+    model.decoder._cast_cache.clear()
+    torch.testing.assert_close(after, search_step(), atol=0, rtol=0)
+    assert not torch.allclose(before, after)

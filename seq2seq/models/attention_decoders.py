@@ -164,6 +164,7 @@ class LuongDecoder(nn.Module):
         self._cast_cache = CastCache()
 
     def prepare(self, encoded: Encoded) -> Encoded:
+        self._cast_cache.clear()  # a new batch: the weights may have changed since the last one
         keys = self.attention.keys(encoded.outputs)
         if self.fused:
             keys = 2 * keys  # the fused loop's sigmoid form of the tanh (models/input_feeding.py)
@@ -242,7 +243,8 @@ class LuongDecoder(nn.Module):
 
     def _cast_weights(self, e: int, c: int, device: torch.device) -> tuple[Tensor, Tensor, Weights]:
         """:meth:`_fused_weights` in the autocast dtype, contiguous, made once and reused
-        while no parameter changes (search calls the decoder once per step)."""
+        for the steps of one batch (search calls the decoder once per step; :meth:`prepare`
+        starts a batch and drops the casts)."""
         dtype = product_dtype(device.type, self.combine.weight.dtype)
 
         def make() -> list[Tensor]:

@@ -26,12 +26,17 @@ class CastCache:
     changes. Search runs the same weights at every step, where autocast would cast them
     again each time (for the 8,000 × 512 output projection, a fifth of its product's time).
 
-    The key is each parameter's storage and version counter, so an optimizer step or
-    ``load_state_dict`` (both in place) or a move to another device renews the casts."""
+    The owner calls :meth:`clear` when a search begins (``encode``), since not every in-place
+    update moves a parameter's version counter (torch's fused Adam does not); within a
+    search, the key (each parameter's storage and version) still catches any in-place change
+    made through the parameter itself."""
 
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._value: tuple[Tensor, ...] = ()
+
+    def clear(self) -> None:
+        self._key, self._value = None, ()
 
     def get(
         self, dtype: torch.dtype, params: Iterable[Tensor], make: Callable[[], Sequence[Tensor]]

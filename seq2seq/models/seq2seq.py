@@ -37,7 +37,8 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
         """src: (N, S), src_lengths: (N,) -> :class:`Encoded`, with the decoder's attention
-        keys when it attends."""
+        keys when it attends. Starts a search: weights cast for an earlier one are dropped."""
+        self._cast_cache.clear()
         return self.decoder.prepare(self.encoder(src, src_lengths))
 
     def init_state(self, encoded: Encoded) -> State:
