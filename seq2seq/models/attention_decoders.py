@@ -166,9 +166,10 @@ class LuongDecoder(nn.Module):
     def prepare(self, encoded: Encoded) -> Encoded:
         self._cast_cache.clear()  # a new batch: the weights may have changed since the last one
         keys = self.attention.keys(encoded.outputs)
-        if self.fused:
-            keys = 2 * keys  # the fused loop's sigmoid form of the tanh (models/input_feeding.py)
-        if self.fused and not torch.is_grad_enabled() and keys.dtype != encoded.outputs.dtype:
+        if not self.fused:
+            return encoded._replace(keys=keys)
+        keys = 2 * keys  # the fused loop's sigmoid form of the tanh (models/input_feeding.py)
+        if not torch.is_grad_enabled() and keys.dtype != encoded.outputs.dtype:
             # Decoding under autocast: cast the annotations once here, not at every step.
             return encoded._replace(outputs=encoded.outputs.to(keys.dtype), keys=keys)
         return encoded._replace(keys=keys)

@@ -170,6 +170,7 @@ class _InputFeedingGRU(torch.autograd.Function):
         d_keys2 = torch.zeros(keys2.shape, dtype=fp, device=keys2.device)
         d_e = s.a.new_empty(steps, n, keys2.size(1))  # (T, N, S) gradients of the scores
         v2 = 2 * w.v.to(fp)  # d(2σ(z) - 1)/dz = 2 σ(z)(1 - σ(z)), z = keys2 + 2 q
+        v4 = 2 * v2  # the query enters z twice
         d_gi = s.gates.new_empty(n, steps, 3 * hidden)
         d_gh = s.gates.new_empty(n, steps, 3 * hidden)
         d_qch = s.o.new_empty(n, steps, att + w.w_cc.size(0))
@@ -187,10 +188,10 @@ class _InputFeedingGRU(torch.autograd.Function):
             de = a * (da - (a * da).sum(dim=1, keepdim=True))
             d_e[t] = de
             # d/dkeys2_j = de_j 2 v ⊙ s_j (1 - s_j), d/dq twice that summed over j; the
-            # factor 2 v is applied after the sums.
+            # factors 2 v and 4 v are applied after the sums.
             du = torch.ops.aten.sigmoid_backward(de.to(dt)[:, :, None], s.sig[t])  # (N, S, A)
             d_keys2 += du
-            d_q = du.sum(dim=1).to(fp) * (2 * v2)
+            d_q = du.sum(dim=1).to(fp) * v4
             d_qch[:, t, :att] = d_q
             d_qch[:, t, att:] = d_pre
             d_c[:, t] = dc
