@@ -8,7 +8,7 @@ Every floating-point tensor of ``model`` becomes the element-wise mean over the 
 (accumulated in float64, stored in the input's dtype); integer and bool buffers must be
 equal in all inputs and are copied. The inputs must hold the same tensor names and shapes,
 the same ``model`` and ``data`` config sections and the same vocabularies. The output has
-the first input's config and vocabularies, the averaged weights and ``train_state: None``
+the first input's config, vocabularies and shortlist, the averaged weights and ``train_state: None``
 (an average is no point to resume training from), so it serves ``seq2seq translate`` and
 ``seq2seq evaluate`` like ``best.pt``.
 
@@ -126,6 +126,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
         "vocabs": first["vocabs"],
         "model": model,
         "train_state": None,
+        "shortlist": first.get("shortlist"),
     }
 
 

@@ -3,7 +3,7 @@
 and `seq2seq translate`.
 
     python scripts/benchmark.py CONFIG [--steps N] [--warmup N] [--set KEY=VALUE ...]
-                                       [--decode-sentences N] [--json]
+                                       [--decode-sentences N] [--decode-workers N] [--json]
                                        [--cells gru,lstm_peephole,... [--rounds N]]
     python scripts/benchmark.py CONFIG --data-scale N [--set KEY=VALUE ...] [--json]
 
@@ -11,7 +11,8 @@ Training: tokens/s over ``--steps`` updates after ``--warmup`` updates, counting
 source and target pieces of each batch (no padding, no BOS/EOS). Decoding: sentences/s of
 the config's search (beam size from ``search.beam_size``) over the first
 ``--decode-sentences`` sentences of data.test (data.dev if there is none), after the
-training steps, so with a partly trained model. Peak memory: the process' peak RSS.
+training steps, so with a partly trained model; ``search.shortlist`` and
+``--decode-workers`` as in ``seq2seq translate --shortlist/--workers``. Peak memory: the process' peak RSS.
 
 ``--data-scale N``: instead, the data path at scale. Writes a synthetic corpus of N pairs
 (words drawn with Zipf's law from a 50,000-word vocabulary of random letters, 3-25 words a
@@ -39,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ import torch
 from seq2seq.config import RunConfig, load_config
 from seq2seq.data.batching import plan_batches
 from seq2seq.data.prepare import RunData, load_eval_set, prepare_data
+from seq2seq.data.shortlist import build_shortlist
 from seq2seq.train.device import check_precision, pick_device, set_threads
 from seq2seq.train.loop import Trainer
 from seq2seq.translate import translate_ids
@@ -59,6 +62,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--decode-sentences", type=int, default=1000)
+    parser.add_argument("--decode-workers", type=int, default=1, help="forked decoding processes (CPU)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--cells", help="comma-separated cells to compare, e.g. gru,lstm,lstm_peephole")
@@ -161,12 +165,20 @@ def measure(
     test = load_eval_set(corpus, config.data, data.src_vocab, data.tgt_vocab)
     src_ids = test.src_ids[: args.decode_sentences]
     trainer.model.eval()
-    translate_ids(
-        trainer.model, src_ids[: config.search.batch_size], config.search, data.src_vocab, data.tgt_vocab, device
-    )  # warm-up
+    decode = partial(
+        translate_ids,
+        trainer.model,
+        search=config.search,
+        src_vocab=data.src_vocab,
+        tgt_vocab=data.tgt_vocab,
+        device=device,
+        shortlist=data.shortlist,
+        workers=args.decode_workers,
+    )
+    decode(src_ids[: config.search.batch_size])  # warm-up
     _sync(device)
     start = time.perf_counter()
-    translate_ids(trainer.model, src_ids, config.search, data.src_vocab, data.tgt_vocab, device)
+    decode(src_ids)
     _sync(device)
     decode_seconds = time.perf_counter() - start
 
@@ -179,6 +191,8 @@ def measure(
         "train_tokens_per_s": round(tokens / train_seconds, 1),
         "decode_sentences": len(src_ids),
         "beam_size": config.search.beam_size,
+        "decode_shortlist": config.search.shortlist,
+        "decode_workers": args.decode_workers,
         "decode_seconds": round(decode_seconds, 2),
         "decode_sentences_per_s": round(len(src_ids) / decode_seconds, 1),
         "torch": torch.__version__,
@@ -264,8 +278,10 @@ def data_scale(args: argparse.Namespace) -> int:
         t = stage("arrays", t)
         plan = plan_batches(train.src_lengths, train.tgt_lengths, dc.batch_tokens, dc.batch_sentences, seed=tc.seed)
         t = stage("plan", t)
+        shortlist = build_shortlist(train, len(src_vocab), len(tgt_vocab))
+        t = stage("shortlist", t)
         dev = load_eval_set(config.data.dev, dc, src_vocab, tgt_vocab)
-        trainer = Trainer(config, root / "run", RunData(train, dev, src_vocab, tgt_vocab), device)
+        trainer = Trainer(config, root / "run", RunData(train, dev, src_vocab, tgt_vocab, shortlist), device)
         trainer.update([trainer.make(train, plan[0])])
         stage("first_update", t)
         first_step = time.perf_counter() - t0

@@ -4,7 +4,11 @@ A checkpoint is a dict of dicts, lists, strings, numbers, bytes and tensors, so 
 with ``torch.load(weights_only=True)`` and is all that ``translate`` needs::
 
     {"format": 1, "config": {...}, "vocabs": {"src": bytes, "tgt": bytes},
-     "model": state_dict, "train_state": {...} or None}
+     "model": state_dict, "train_state": {...} or None,
+     "shortlist": {"frequent": tensor, "translations": tensor} or None}
+
+(``shortlist``, the table of :mod:`seq2seq.data.shortlist`, is absent from checkpoints
+written before it existed: they load with ``shortlist=None``.)
 
 Writes are atomic (temporary file, fsync, rename): a crash leaves the old file intact.
 """
@@ -19,6 +23,7 @@ import torch
 
 from seq2seq.atomic import atomic_open
 from seq2seq.config import RunConfig, config_from_dict, config_to_dict
+from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
 from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
@@ -37,6 +42,7 @@ class Loaded:
     src_vocab: Vocab
     tgt_vocab: Vocab
     train_state: dict[str, Any] | None
+    shortlist: Shortlist | None = None
 
 
 def save_checkpoint(
@@ -46,6 +52,7 @@ def save_checkpoint(
     src_vocab: Vocab,
     tgt_vocab: Vocab,
     train_state: dict[str, Any] | None = None,
+    shortlist: Shortlist | None = None,
 ) -> None:
     payload = {
         "format": FORMAT,
@@ -53,6 +60,7 @@ def save_checkpoint(
         "vocabs": {"src": src_vocab.model_proto, "tgt": tgt_vocab.model_proto},
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "train_state": train_state,
+        "shortlist": None if shortlist is None else shortlist.to_data(),
     }
     atomic_save(payload, Path(path))
 
@@ -85,4 +93,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     model = build_model(config.model, len(src_vocab), len(tgt_vocab), padding_idx=src_vocab.pad_id)
     model.load_state_dict(payload["model"])
     model.to(device).eval()
-    return Loaded(config, model, src_vocab, tgt_vocab, payload.get("train_state"))
+    table = payload.get("shortlist")
+    shortlist = None if table is None else Shortlist.from_data(table)
+    return Loaded(config, model, src_vocab, tgt_vocab, payload.get("train_state"), shortlist)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from seq2seq.config import ConfigError, RunConfig, SearchConfig, load_config
+from seq2seq.config import ConfigError, RunConfig, SearchConfig, config_to_dict, from_dict, load_config
 
 if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
     import torch
@@ -77,7 +77,17 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", choices=["fp32", "bf16"], help="bf16: autocast matrix products (default: search.precision)"
     )
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        metavar="K",
+        help="decode over the K likeliest target pieces of each source piece plus the frequent ones; 0: all",
+    )
+    p.add_argument("--shortlist-frequent", type=int, metavar="F", help="frequent target pieces always in the shortlist")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="decode batches in N forked processes sharing the threads (CPU only)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -141,10 +151,21 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
         "n_best": args.n_best,
         "batch_size": args.batch_size,
         "precision": args.precision,
+        "shortlist": args.shortlist,
+        "shortlist_frequent": args.shortlist_frequent,
     }
-    search = dataclasses.replace(loaded.config.search, **{k: v for k, v in changes.items() if v is not None})
+    # Checked like the config file's search section (an out-of-range flag names its key).
+    given = {k: v for k, v in changes.items() if v is not None}
+    search = from_dict(SearchConfig, {**config_to_dict(loaded.config.search), **given}, "search")
     if search.n_best > search.beam_size:
         raise ConfigError(f"--n-best {search.n_best} exceeds the beam size {search.beam_size}")
+    if search.shortlist and loaded.shortlist is None:
+        raise ConfigError(
+            f"--shortlist: {args.checkpoint[0]} has no shortlist table (written before shortlists); "
+            "add one with scripts/add_shortlist.py, or decode with --shortlist 0"
+        )
+    if args.workers < 1 or (args.workers > 1 and device.type != "cpu"):
+        raise ConfigError(f"--workers {args.workers}: must be 1, or more on the CPU only (device is {device.type})")
     return loaded, model, search, device
 
 
@@ -178,6 +199,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
             device,
             chunk_lines=chunk,
             attention=bool(args.attention_dir),
+            shortlist=loaded.shortlist,
+            workers=args.workers,
         )
         for i, nbest in enumerate(outputs):
             line = read.popleft()
@@ -212,7 +235,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         raise ConfigError("evaluate needs --src and --ref, or --split dev|test")
     search = dataclasses.replace(search, n_best=1)
-    outputs = translate_lines(model, sources, search, loaded.src_vocab, loaded.tgt_vocab, device)
+    outputs = translate_lines(
+        model,
+        sources,
+        search,
+        loaded.src_vocab,
+        loaded.tgt_vocab,
+        device,
+        shortlist=loaded.shortlist,
+        workers=args.workers,
+    )
     hypotheses = [nbest[0][0] for nbest in outputs]
     if args.output:
         with atomic_output(args.output) as out:
@@ -263,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from seq2seq.checkpoint import CheckpointError
     from seq2seq.data.sources import DataError
     from seq2seq.train.device import DeviceError
-    from seq2seq.train.loop import RunDirError
+    from seq2seq.train.run_dir import RunDirError
 
     try:
         COMMANDS[args.command](args)

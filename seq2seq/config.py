@@ -35,6 +35,8 @@ def _range(default: float | int, low: float | None = None, high: float | None = 
 
 
 CORPUS_FORMATS = ("text", "tsv", "jsonl", "hf", "multi30k")
+SHORTLIST_MAX = 100  # translations a checkpoint keeps per source piece (seq2seq.data.shortlist)
+SHORTLIST_FREQUENT_MAX = 2_000  # frequent target pieces it keeps
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,10 @@ class SearchConfig:
     min_length: int = _range(0, 0)
     batch_size: int = _range(64, 1)  # sentences per decoding batch
     precision: str = _choice("fp32", "fp32", "bf16")  # bf16: autocast matrix products (GPUs, AMX CPUs)
+    # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
+    # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
+    shortlist: int = _range(0, 0, SHORTLIST_MAX)
+    shortlist_frequent: int = _range(500, 0, SHORTLIST_FREQUENT_MAX)
 
 
 @dataclass(frozen=True)

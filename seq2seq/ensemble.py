@@ -31,9 +31,12 @@ class Ensemble:
     def init_state(self, encoded: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(m.init_state(e) for m, e in zip(self.models, encoded))
 
-    def step(self, prev: Tensor, state: tuple[Any, ...], encoded: tuple[Any, ...]) -> StepOutput:
-        """prev: (N,) -> mean log-probabilities (N, V), per-model states, mean attention (N, S)."""
-        outs = [m.step(prev, s, e) for m, s, e in zip(self.models, state, encoded)]
+    def step(
+        self, prev: Tensor, state: tuple[Any, ...], encoded: tuple[Any, ...], vocab: Tensor | None = None
+    ) -> StepOutput:
+        """prev: (N,) -> mean log-probabilities (N, V) (over ``vocab`` if given, as in
+        :meth:`Seq2Seq.step`), per-model states, mean attention (N, S)."""
+        outs = [m.step(prev, s, e, vocab) for m, s, e in zip(self.models, state, encoded)]
         log_probs = torch.logsumexp(torch.stack([o.log_probs for o in outs]), dim=0) - math.log(len(outs))
         weights = [o.attention for o in outs if o.attention is not None]
         attention = torch.stack(weights).mean(dim=0) if weights else None

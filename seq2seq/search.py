@@ -26,7 +26,7 @@ class Searchable(Protocol):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
     def init_state(self, encoded: Any) -> Any: ...
-    def step(self, prev: Tensor, state: Any, encoded: Any) -> StepOutput: ...
+    def step(self, prev: Tensor, state: Any, encoded: Any, vocab: Tensor | None = None) -> StepOutput: ...
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,12 @@ def greedy_search(
     max_length_b: int = 10,
     min_length: int = 0,
     keep_attention: bool = True,
+    vocab: Tensor | None = None,
 ) -> list[Hypothesis]:
     """Pick the most probable piece at every step. src: (N, S) -> N hypotheses, with their
-    attention weights where the model attends and ``keep_attention``."""
+    attention weights where the model attends and ``keep_attention``. ``vocab``: (V',)
+    sorted target ids to choose from (a :mod:`seq2seq.data.shortlist`; EOS among them)."""
+    eos_col = _column(eos, vocab)
     n = src.size(0)
     encoded = model.encode(src, src_lengths)
     state = model.init_state(encoded)
@@ -88,9 +91,11 @@ def greedy_search(
     total = torch.zeros(n, device=src.device)
     tokens, attention = [], []
     for t in range(int(limits.max()) + 1):
-        out = model.step(prev, state, encoded)
-        log_probs = _constrain(out.log_probs, t, min_length, limits, eos)
+        out = model.step(prev, state, encoded, vocab)
+        log_probs = _constrain(out.log_probs, t, min_length, limits, eos_col)
         best, prev = log_probs.max(dim=-1)
+        if vocab is not None:
+            prev = vocab[prev]
         total += best.masked_fill(done, 0.0)
         tokens.append(prev)
         if out.attention is not None and keep_attention:
@@ -107,6 +112,16 @@ def greedy_search(
         weights = attn[i, : length + 1, : int(src_lengths[i])] if attn is not None else None
         hyps.append(Hypothesis(ids[i][:length], float(total[i]), float(total[i]), weights))
     return hyps
+
+
+def _column(token: int, vocab: Tensor | None) -> int:
+    """Where ``token`` sits in the step's log-probabilities: its id, or its place in ``vocab``."""
+    if vocab is None:
+        return token
+    place = (vocab == token).nonzero()
+    if place.numel() != 1:
+        raise ValueError(f"the search vocabulary must hold token {token} (EOS) once")
+    return int(place)
 
 
 def _constrain(log_probs: Tensor, t: int, min_length: int, limits: Tensor, eos: int) -> Tensor:
@@ -138,6 +153,7 @@ def beam_search(
     max_length_b: int = 10,
     min_length: int = 0,
     keep_attention: bool = True,
+    vocab: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search, beams folded into the batch (rows ``i * K + k``; the first step
     runs one row per sentence, since its K beams would be identical).
@@ -148,6 +164,8 @@ def beam_search(
     sentence finishes at its length limit. Returns the ``n_best`` hypotheses per sentence,
     best first by length-penalised score, with their attention weights where the model
     attends and ``keep_attention`` (keeping them costs a copy of the history every step).
+    ``vocab``: (V',) sorted target ids to choose from (a :mod:`seq2seq.data.shortlist`; EOS
+    among them).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
@@ -165,15 +183,18 @@ def beam_search(
     attn_history: Tensor | None = None
     prev = torch.full((n,), bos, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+    eos_col = _column(eos, vocab)
 
     for t in range(max(limits) + 1):
-        out = model.step(prev, state, encoded)
+        out = model.step(prev, state, encoded, vocab)
         live_limits = torch.tensor([limits[s] for s in live], device=device).repeat_interleave(width)
-        log_probs = _constrain(out.log_probs, t, min_length, live_limits, eos)
-        vocab = log_probs.size(-1)
-        candidates = (scores.view(-1, 1) + log_probs).view(len(live), width * vocab)
-        top_scores, top_ids = candidates.topk(min(2 * k, width * vocab), dim=1)
-        origin, token = top_ids // vocab, top_ids % vocab  # beam within the sentence, piece
+        log_probs = _constrain(out.log_probs, t, min_length, live_limits, eos_col)
+        vocab_size = log_probs.size(-1)
+        candidates = (scores.view(-1, 1) + log_probs).view(len(live), width * vocab_size)
+        top_scores, top_ids = candidates.topk(min(2 * k, width * vocab_size), dim=1)
+        origin, token = top_ids // vocab_size, top_ids % vocab_size  # beam within the sentence, piece
+        if vocab is not None:
+            token = vocab[token]
         if out.attention is not None and keep_attention:
             step_attn = out.attention[:, None, :]
             attn_history = step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)

@@ -1,15 +1,19 @@
-"""Text in, text out: encode lines, search in length-sorted batches, decode in input order."""
+"""Text in, text out: encode lines, search in length-sorted batches (in one process or
+several forked workers), decode in input order."""
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from seq2seq.config import SearchConfig
 from seq2seq.data.batching import make_source_batch
+from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
 from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
 
@@ -21,10 +25,12 @@ def search_batch(
     search: SearchConfig,
     tgt_vocab: Vocab,
     attention: bool = False,
+    vocab: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Greedy search for beam size 1, beam search otherwise; n-best lists per sentence, with
-    attention weights if ``attention``."""
+    attention weights if ``attention``; over the target ids ``vocab`` only, if given."""
     common = dict(
+        vocab=vocab,
         keep_attention=attention,
         bos=tgt_vocab.bos_id,
         eos=tgt_vocab.eos_id,
@@ -54,21 +60,85 @@ def translate_ids(
     tgt_vocab: Vocab,
     device: torch.device,
     attention: bool = False,
+    shortlist: Shortlist | None = None,
+    workers: int = 1,
 ) -> list[list[Hypothesis]]:
     """Decode encoded sentences in batches of similar length; results in input order.
     An empty source (no pieces) gives one empty hypothesis without running the model.
-    ``attention``: keep each hypothesis' attention weights."""
+    ``attention``: keep each hypothesis' attention weights. ``shortlist``: the table that
+    ``search.shortlist`` selects from. ``workers`` > 1: decode batches in that many forked
+    processes (CPU only), the threads shared out among them."""
+    if search.shortlist and shortlist is None:
+        raise ValueError(
+            "search.shortlist: this model has no shortlist table (checkpoints from before "
+            "shortlists); set it to 0, or add one with scripts/add_shortlist.py"
+        )
+    if workers > 1 and device.type != "cpu":
+        raise ValueError(f"workers: {workers} forked processes need the CPU (device is {device.type})")
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
     order = sorted((i for i in range(len(src_ids)) if src_ids[i]), key=lambda i: -len(src_ids[i]))
-    for start in range(0, len(order), search.batch_size):
-        chunk = order[start : start + search.batch_size]
-        src, lengths = make_source_batch([src_ids[i] for i in chunk], src_vocab.pad_id, src_vocab.eos_id)
-        # Scores and the softmax stay float32 (Seq2Seq.step); bf16 speeds up the matrix products.
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=search.precision == "bf16"):
-            hyps = search_batch(model, src.to(device), lengths, search, tgt_vocab, attention)
+    chunks = [order[start : start + search.batch_size] for start in range(0, len(order), search.batch_size)]
+    batches = [[src_ids[i] for i in chunk] for chunk in chunks]
+    decode = BatchDecoder(
+        model, search, src_vocab, tgt_vocab, device, attention, shortlist if search.shortlist else None
+    )
+    outputs = _in_workers(decode, batches, workers) if workers > 1 and len(batches) > 1 else map(decode, batches)
+    for chunk, hyps in zip(chunks, outputs):
         for i, h in zip(chunk, hyps):
             results[i] = h
     return results
+
+
+@dataclass(frozen=True)
+class BatchDecoder:
+    """Search one batch of encoded sources: what a decoding worker runs."""
+
+    model: Searchable
+    search: SearchConfig
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    device: torch.device
+    attention: bool
+    shortlist: Shortlist | None
+
+    def __call__(self, src_ids: list[list[int]]) -> list[list[Hypothesis]]:
+        src, lengths = make_source_batch(src_ids, self.src_vocab.pad_id, self.src_vocab.eos_id)
+        src = src.to(self.device)
+        vocab = None
+        if self.shortlist is not None:
+            always = [self.tgt_vocab.eos_id, self.tgt_vocab.unk_id]
+            vocab = self.shortlist.candidates(src, self.search.shortlist, self.search.shortlist_frequent, always)
+        # Scores and the softmax stay float32 (Seq2Seq.step); bf16 speeds up the matrix products.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.search.precision == "bf16"):
+            return search_batch(self.model, src, lengths, self.search, self.tgt_vocab, self.attention, vocab)
+
+
+# Each forked worker's decoder, set by _start_worker; the parent never sets it.
+_worker_decode: BatchDecoder | None = None
+
+
+def _start_worker(decode: BatchDecoder, threads: int) -> None:
+    global _worker_decode
+    _worker_decode = decode
+    torch.set_num_threads(threads)
+
+
+def _decode_in_worker(src_ids: list[list[int]]) -> list[list[Hypothesis]]:
+    assert _worker_decode is not None, "called outside a decoding worker"
+    return _worker_decode(src_ids)
+
+
+def _in_workers(decode: BatchDecoder, batches: list[list[list[int]]], workers: int) -> Iterator[list[list[Hypothesis]]]:
+    """``decode`` over ``batches`` in ``workers`` forked processes, results in order.
+
+    A search step is many small operations, and one process with two threads keeps both
+    cores busy only inside the larger matrix products; two processes of one thread each keep
+    them busy throughout (on the 2-core reference machine, 1.1-1.2x, docs/results.md). Fork
+    shares the loaded model copy-on-write, so workers start in milliseconds."""
+    threads = max(1, torch.get_num_threads() // workers)
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(decode, threads))
+    with pool:
+        yield from pool.imap(_decode_in_worker, batches)
 
 
 def translate_lines(
@@ -80,15 +150,18 @@ def translate_lines(
     device: torch.device,
     chunk_lines: int = 10_000,
     attention: bool = False,
+    shortlist: Shortlist | None = None,
+    workers: int = 1,
 ) -> Iterator[list[tuple[str, Hypothesis]]]:
     """Stream translations: for each input line, its n-best (detokenized text, hypothesis)
     pairs, best first, in input order. An empty line gives one empty translation.
     Lines are read ``chunk_lines`` at a time, so files of any size work. ``attention``: keep
-    each hypothesis' attention weights."""
+    each hypothesis' attention weights. ``shortlist``, ``workers``: as in :func:`translate_ids`."""
     it = iter(lines)
     while chunk := [line.rstrip("\r\n") for line in itertools.islice(it, chunk_lines)]:
         src_ids = src_vocab.encode([line.strip() for line in chunk])
-        for hyps in translate_ids(model, src_ids, search, src_vocab, tgt_vocab, device, attention):
+        decoded = translate_ids(model, src_ids, search, src_vocab, tgt_vocab, device, attention, shortlist, workers)
+        for hyps in decoded:
             yield list(zip(tgt_vocab.decode([h.tokens for h in hyps]), hyps))
 
 

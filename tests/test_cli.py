@@ -83,6 +83,26 @@ def test_train_translate_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert set(scores) == {"bleu", "chrf", "ter", "signatures"}
     assert "tok:13a" in scores["signatures"]["bleu"]
 
+    # The checkpoint carries its shortlist table; --shortlist and --workers decode with it.
+    short = tmp_path / "short.txt"
+    fast = ["--output", str(short), "--beam-size", "2", "--shortlist", "3", "--workers", "2", "--batch-size", "1"]
+    assert main([*args, *fast]) == 0
+    assert len(short.read_text(encoding="utf-8").split("\n")[:-1]) == 3
+    capsys.readouterr()
+    assert main([*args, "--shortlist", "101"]) == 2
+    assert "search.shortlist: 101 is outside [0, 100]" in capsys.readouterr().err
+    bare = torch.load(run / "best.pt", weights_only=True)
+    del bare["shortlist"]  # as written before checkpoints had one
+    torch.save(bare, tmp_path / "old.pt")
+    old = ["translate", "--checkpoint", str(tmp_path / "old.pt"), "--input", str(tmp_path / "in.txt")]
+    assert main([*old, "--shortlist", "3"]) == 2
+    assert "has no shortlist table" in capsys.readouterr().err
+    script = [sys.executable, str(ROOT / "scripts" / "add_shortlist.py"), str(tmp_path / "old.pt")]
+    subprocess.run(script, check=True, capture_output=True)
+    # The script's table is the one training counted: same output (in one process, too).
+    assert main([*old, "--shortlist", "3", "--output", str(out), "--beam-size", "2", "--batch-size", "1"]) == 0
+    assert out.read_text(encoding="utf-8") == short.read_text(encoding="utf-8")
+
 
 def test_run_dir_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"

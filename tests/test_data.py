@@ -154,9 +154,28 @@ def test_multi30k_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert rows(ds) == [("ein Hund", "a dog"), ("eine Katze", "a cat")]
 
 
-def test_multi30k_offline_says_to_set_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multi30k_from_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SEQ2SEQ_MULTI30K the corpus comes through datasets.load_dataset (faked here:
+    tests stay offline), with the hub's split names."""
+    asked = []
+
+    def fake_load_dataset(name: str, split: str) -> datasets.Dataset:
+        asked.append((name, split))
+        return datasets.Dataset.from_dict({"en": ["a dog"], "de": ["ein Hund"]})
+
     monkeypatch.delenv("SEQ2SEQ_MULTI30K", raising=False)
-    with pytest.raises(DataError, match="set SEQ2SEQ_MULTI30K"):
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ds = load_corpus(CorpusConfig(format="multi30k", split="val"), "de", "en")
+    assert rows(ds) == [("ein Hund", "a dog")] and asked == [("bentrevett/multi30k", "validation")]
+
+
+def test_multi30k_offline_says_to_set_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(name: str, split: str) -> datasets.Dataset:
+        raise ConnectionError("no route to the hub")
+
+    monkeypatch.delenv("SEQ2SEQ_MULTI30K", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"ConnectionError: no route to the hub.*set SEQ2SEQ_MULTI30K"):
         load_corpus(CorpusConfig(format="multi30k", split="train"), "de", "en")
 
 

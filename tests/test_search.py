@@ -130,3 +130,34 @@ def test_beam_reorders_lstm_states() -> None:
     for i in range(len(src)):
         alone = beam_search(lstm, src[i : i + 1, : int(lengths[i])], lengths[i : i + 1], beam_size=4, **KW)
         assert alone[0][0].tokens == wide[i][0].tokens
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_full_vocabulary_list_changes_nothing(model: torch.nn.Module, beam_size: int) -> None:
+    """A shortlist that holds every piece is the unrestricted search."""
+    src, lengths = sources(8, seed=4)
+    every = torch.arange(V)
+    free = beam_search(model, src, lengths, beam_size=beam_size, n_best=beam_size, **KW)
+    listed = beam_search(model, src, lengths, beam_size=beam_size, n_best=beam_size, vocab=every, **KW)
+    assert [[h.tokens for h in n] for n in free] == [[h.tokens for h in n] for n in listed]
+    assert [h.log_prob for n in free for h in n] == pytest.approx([h.log_prob for n in listed for h in n], abs=1e-5)
+    greedy = greedy_search(model, src, lengths, **KW)
+    assert [h.tokens for h in greedy] == [h.tokens for h in greedy_search(model, src, lengths, vocab=every, **KW)]
+
+
+def test_shortlisted_search_stays_in_its_list(model: torch.nn.Module) -> None:
+    """Outputs use listed pieces only, scored by the softmax over the list: forced decoding
+    of a restricted model (generator rows of the list only) gives the same log-probability."""
+    src, lengths = sources(6, seed=5)
+    allowed = torch.tensor([EOS, 5, 7, 11, 12, 20, 29])
+    beams = beam_search(model, src, lengths, beam_size=3, vocab=allowed, **KW)
+    greedy = greedy_search(model, src, lengths, vocab=allowed, **KW)
+    used = {t for n in beams for h in n for t in h.tokens} | {t for h in greedy for t in h.tokens}
+    assert used and used <= set(allowed.tolist())
+    encoded = model.encode(src, lengths)
+    state, prev = model.init_state(encoded), torch.full((len(src),), BOS)
+    out = model.step(prev, state, encoded, allowed)
+    full = torch.log_softmax(model.logits(model.decoder.step(prev, state, encoded).features), dim=-1)
+    assert torch.allclose(out.log_probs, torch.log_softmax(full[:, allowed], dim=-1), atol=1e-6)
+    with pytest.raises(ValueError, match="EOS"):
+        beam_search(model, src, lengths, beam_size=3, vocab=torch.tensor([5, 7]), **KW)

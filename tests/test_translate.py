@@ -39,3 +39,23 @@ def test_bf16_decoding_runs_on_cpu(setup: tuple[torch.nn.Module, Vocab]) -> None
     search = SearchConfig(beam_size=3, precision="bf16", max_length_b=5)
     out = list(translate_lines(model, LINES, search, vocab, vocab, torch.device("cpu")))
     assert len(out) == len(LINES) and all(len(n) == 1 for n in out)
+
+
+def test_forked_workers_equal_one_process(setup: tuple[torch.nn.Module, Vocab]) -> None:
+    model, vocab = setup
+    search = SearchConfig(beam_size=3, batch_size=1, max_length_a=1.0, max_length_b=3)
+    cpu = torch.device("cpu")
+    one = [[(t, h.tokens, h.score) for t, h in n] for n in translate_lines(model, LINES, search, vocab, vocab, cpu)]
+    two = [
+        [(t, h.tokens, h.score) for t, h in n]
+        for n in translate_lines(model, LINES, search, vocab, vocab, cpu, workers=2)
+    ]
+    assert one == two
+    with pytest.raises(ValueError, match="need the CPU"):
+        list(translate_lines(model, LINES, search, vocab, vocab, torch.device("meta"), workers=2))
+
+
+def test_shortlist_needs_a_table(setup: tuple[torch.nn.Module, Vocab]) -> None:
+    model, vocab = setup
+    with pytest.raises(ValueError, match="no shortlist table"):
+        list(translate_lines(model, LINES, SearchConfig(shortlist=5), vocab, vocab, torch.device("cpu")))

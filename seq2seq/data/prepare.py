@@ -8,6 +8,7 @@ from pathlib import Path
 
 from seq2seq.config import CorpusConfig, DataConfig
 from seq2seq.data.batching import ParallelData, filter_pairs, to_parallel_data
+from seq2seq.data.shortlist import Shortlist, build_shortlist
 from seq2seq.data.sources import load_corpus
 from seq2seq.data.subwords import Vocab, encode_dataset, prepare_vocabs
 
@@ -28,6 +29,7 @@ class RunData:
     dev: EvalSet
     src_vocab: Vocab
     tgt_vocab: Vocab
+    shortlist: Shortlist  # for search.shortlist, saved in every checkpoint
 
 
 def corpus_name(corpus: CorpusConfig) -> str:
@@ -42,7 +44,8 @@ def load_eval_set(corpus: CorpusConfig, config: DataConfig, src_vocab: Vocab, tg
 
 
 def prepare_data(config: DataConfig, run_dir: Path, seed: int) -> RunData:
-    """Read train and dev, train (or, on resume, load) SentencePiece in ``run_dir``, encode."""
+    """Read train and dev, train (or, on resume, load) SentencePiece in ``run_dir``, encode,
+    and count the shortlist table on the training pairs."""
     train_raw = load_corpus(config.train, config.src_lang, config.tgt_lang)
     src_vocab, tgt_vocab = prepare_vocabs(train_raw, config.subwords, run_dir, seed=seed)
     train = filter_pairs(
@@ -53,4 +56,5 @@ def prepare_data(config: DataConfig, run_dir: Path, seed: int) -> RunData:
         name=corpus_name(config.train),
     )
     dev = load_eval_set(config.dev, config, src_vocab, tgt_vocab)
-    return RunData(train, dev, src_vocab, tgt_vocab)
+    shortlist = build_shortlist(train, len(src_vocab), len(tgt_vocab))
+    return RunData(train, dev, src_vocab, tgt_vocab, shortlist)

@@ -271,6 +271,8 @@ def _unnest(batch: dict[str, list[Any]], src: str, tgt: str) -> dict[str, list[s
 
 
 def _load_multi30k(split: str, src_lang: str, tgt_lang: str) -> datasets.Dataset:
+    import datasets
+
     directory = os.environ.get(MULTI30K_ENV)
     if directory:
         return _load_text(str(Path(directory) / split), src_lang, tgt_lang)

@@ -61,19 +61,26 @@ class Seq2Seq(nn.Module):
         logits: Tensor = self.generator(features)
         return logits
 
-    def step(self, prev: Tensor, state: State, encoded: Encoded) -> StepOutput:
-        """One decoding step. prev: (N,) -> log-probabilities (N, V) in float32."""
+    def step(self, prev: Tensor, state: State, encoded: Encoded, vocab: Tensor | None = None) -> StepOutput:
+        """One decoding step. prev: (N,) -> log-probabilities (N, V) in float32; with
+        ``vocab`` (V',) target ids (a :mod:`seq2seq.data.shortlist`), (N, V') normalised over
+        those ids only."""
         out = self.decoder.step(prev, state, encoded)
-        log_probs = torch.log_softmax(self._step_logits(out.features).float(), dim=-1)
+        log_probs = torch.log_softmax(self._step_logits(out.features, vocab).float(), dim=-1)
         return StepOutput(log_probs, out.state, out.attention)
 
-    def _step_logits(self, features: Tensor) -> Tensor:
-        """:meth:`logits`; under autocast without gradients (search), with the output
-        projection's weights cast once rather than at every step."""
+    def _step_logits(self, features: Tensor, vocab: Tensor | None) -> Tensor:
+        """:meth:`logits` (rows ``vocab`` only, if given); under search (no gradients), with
+        the output projection's weights picked and cast once rather than at every step."""
         weight, bias = self.generator.weight, self.generator.bias
         dtype = product_dtype(features.device.type, weight.dtype)
-        if torch.is_grad_enabled() or dtype == weight.dtype:
-            return self.logits(features)
+        if torch.is_grad_enabled() or (dtype == weight.dtype and vocab is None):
+            if vocab is None:
+                return self.logits(features)
+            return F.linear(features, weight[vocab], None if bias is None else bias[vocab])
         params = [weight] if bias is None else [weight, bias]
-        w, *b = self._cast_cache.get(dtype, params, lambda: params)
+        rows = slice(None) if vocab is None else vocab
+        # The cache is cleared at encode, so each search picks its own list's rows once.
+        key_params = params if vocab is None else [*params, vocab]
+        w, *b = self._cast_cache.get(dtype, key_params, lambda: [p[rows] for p in params])
         return F.linear(features.to(dtype), w, b[0] if b else None)

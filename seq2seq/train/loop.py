@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.checkpoint import Loaded, load_checkpoint, save_checkpoint
-from seq2seq.config import RunConfig, config_to_dict, dump_config
+from seq2seq.config import RunConfig, dump_config
 from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
 from seq2seq.evaluate import score_corpus
@@ -40,14 +40,11 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.train.device import autocast, check_precision, rng_state, set_rng_state, set_threads
 from seq2seq.train.distributed import World, close_world, init_world, shard
 from seq2seq.train.loss import projected_cross_entropy
+from seq2seq.train.run_dir import RunDirError, check_resumable, open_run_dir
 from seq2seq.train.schedule import Schedule
 from seq2seq.translate import translate_ids
 
 log = logging.getLogger(__name__)
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (exists, or has nothing to resume)."""
 
 
 @dataclass
@@ -103,55 +100,14 @@ def validate(model: Seq2Seq, data: RunData, config: RunConfig, device: torch.dev
         loss, n = batch_loss(model, batch, pad, 0.0)
         total, count = total + float(loss.detach()), count + n
     search = dataclasses.replace(config.search, beam_size=config.training.validation_beam_size, n_best=1)
-    hyps = translate_ids(model, data.dev.src_ids, search, data.src_vocab, data.tgt_vocab, device)
+    hyps = translate_ids(
+        model, data.dev.src_ids, search, data.src_vocab, data.tgt_vocab, device, shortlist=data.shortlist
+    )
     texts = data.tgt_vocab.decode([h[0].tokens for h in hyps])
     bleu = score_corpus(texts, data.dev.references)["bleu"]
     model.train()
     dev_loss = total / max(count, 1)
     return {"dev_loss": dev_loss, "dev_ppl": math.exp(min(dev_loss, 50.0)), "dev_bleu": bleu}
-
-
-def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (run_dir / "last.pt").exists():
-            raise RunDirError(f"{run_dir}: no last.pt to resume from; start without --resume")
-        # A writer killed mid-write (SIGKILL, power loss) leaves its temporary file; the file it
-        # was replacing is whole, so the leftover is only clutter.
-        for stale in run_dir.glob(".*.tmp"):
-            log.info("removing %s, left by a write that was killed", stale)
-            stale.unlink()
-        return
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"{run_dir}: run directory exists and is not empty; pass --resume to continue it, "
-            "--overwrite to start over, or choose another --run-dir"
-        )
-    if overwrite and run_dir.exists():
-        for name in ("last.pt", "best.pt", "metrics.jsonl", "spm.model", "src.model", "tgt.model"):
-            (run_dir / name).unlink(missing_ok=True)
-        for path in run_dir.glob("ckpt-*.pt"):
-            path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
-    """A resumed run may change its training budget and search settings (e.g. more epochs,
-    other threads), but not the data or the model it was trained on."""
-    for section in ("data", "model"):
-        if getattr(saved, section) != getattr(given, section):
-            raise RunDirError(
-                f"{run_dir}: --resume with a different `{section}` section than the run was "
-                f"started with (see {run_dir}/config.yaml); resume with that config"
-            )
-    before, after = config_to_dict(saved), config_to_dict(given)
-    changed = {
-        f"{section}.{k}": v
-        for section in ("training", "search")
-        for k, v in after[section].items()
-        if before[section][k] != v
-    }
-    if changed:
-        log.info("--resume with changed settings: %s", changed)
 
 
 class Trainer:
@@ -223,6 +179,7 @@ class Trainer:
             self.data.src_vocab,
             self.data.tgt_vocab,
             self.train_state() if with_state else None,
+            self.data.shortlist,
         )
 
     def log_metrics(self, record: dict[str, Any]) -> None:
