@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 KEEP = SHORTLIST_MAX  # translations kept per source piece (the most search.shortlist can ask for)
 KEEP_FREQUENT = SHORTLIST_FREQUENT_MAX  # frequent target pieces kept
 MAX_PAIRS = 100_000  # pairs counted, evenly spaced over larger corpora
+_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,20 @@ def build_shortlist(
     rows = np.linspace(0, n - 1, max_pairs).astype(np.int64) if n > max_pairs else np.arange(n)
     src_count = np.zeros(src_vocab_size, dtype=np.int64)
     tgt_count = np.zeros(tgt_vocab_size, dtype=np.int64)
-    keys = []
-    for i in rows:
-        s = np.unique(pairs.src_ids(int(i))).astype(np.int64)
-        t = np.unique(pairs.tgt_ids(int(i))).astype(np.int64)
-        src_count[s] += 1
-        tgt_count[t] += 1
-        keys.append((s[:, None] * tgt_vocab_size + t[None, :]).ravel())
-    key, count = np.unique(np.concatenate(keys) if keys else np.zeros(0, np.int64), return_counts=True)
+    # Pair keys s * V_tgt + t, counted a chunk of sentence pairs at a time so that memory
+    # holds the distinct keys, not every co-occurrence (about 200 per pair).
+    totals: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, len(rows), _CHUNK):
+        keys = []
+        for i in rows[start : start + _CHUNK]:
+            s = np.unique(pairs.src_ids(int(i))).astype(np.int64)
+            t = np.unique(pairs.tgt_ids(int(i))).astype(np.int64)
+            src_count[s] += 1
+            tgt_count[t] += 1
+            keys.append((s[:, None] * tgt_vocab_size + t[None, :]).ravel())
+        totals.append(np.unique(np.concatenate(keys), return_counts=True))
+    key, where = np.unique(np.concatenate([k for k, _ in totals] or [np.zeros(0, np.int64)]), return_inverse=True)
+    count = np.bincount(where, weights=np.concatenate([c for _, c in totals] or [np.zeros(0)]), minlength=len(key))
     s, t = key // tgt_vocab_size, key % tgt_vocab_size
     strength = count.astype(np.float64) ** 2 / (src_count[s] * tgt_count[t])
     order = np.lexsort((t, -strength, s))  # by source piece, strongest first, ties by id
