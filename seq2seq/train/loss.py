@@ -25,15 +25,17 @@ from seq2seq.models.precision import elementwise_dtype, product_dtype
 
 
 def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
-    """logits: (c, V) -> summed loss (), log-sum-exp (c, 1)."""
-    lse = torch.logsumexp(logits, dim=1, keepdim=True)
-    picked = logits.gather(1, target[:, None]).squeeze(1)
-    # -log p(y) = lse - z_y; the uniform part ε·mean_j(-log p_j) = ε·(lse - mean_j z_j).
-    nll = lse.squeeze(1) - picked
-    loss = (1.0 - label_smoothing) * nll.sum()
-    if label_smoothing > 0:
-        loss = loss + label_smoothing * (lse.squeeze(1) - logits.mean(dim=1)).sum()
-    return loss, lse
+    """logits: (c, V) -> summed loss (), log-probabilities (c, V) float32.
+
+    One fused log-softmax rather than ``logsumexp`` (max, subtract into a new tensor, exp,
+    sum) followed by a second exp for the gradient: fewer passes over (c, V) and one
+    allocation less per chunk (the loss of 3,300 rows 3 % faster, docs/results.md)."""
+    logp = torch.log_softmax(logits, dim=1)
+    nll = -logp.gather(1, target[:, None]).sum()
+    if label_smoothing == 0:
+        return nll, logp
+    # The uniform part ε·mean_j(-log p_j), summed over the rows.
+    return (1.0 - label_smoothing) * nll - label_smoothing / logp.size(1) * logp.sum(), logp
 
 
 class _Gradients(NamedTuple):
@@ -63,12 +65,12 @@ def _chunked(
             rows = slice(start, start + chunk)
             xs, ys = xc[rows], target[rows]
             z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
-            loss, lse = _chunk_loss(z, ys, label_smoothing)
+            loss, logp = _chunk_loss(z, ys, label_smoothing)
             total += loss
             if out is None:
                 continue
-            # d loss / d z = softmax(z) - q, q = (1 - ε)·onehot(y) + ε/V, in place of z.
-            grad_z = z.sub_(lse).exp_()
+            # d loss / d z = softmax(z) - q, q = (1 - ε)·onehot(y) + ε/V, in place of log p.
+            grad_z = logp.exp_()
             if label_smoothing > 0:
                 grad_z.sub_(label_smoothing / vocab)
             grad_z[torch.arange(len(ys), device=ys.device), ys] -= 1.0 - label_smoothing
