@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models.matmul import baddbmm, bmm
 from seq2seq.models.precision import elementwise_dtype, product_dtype
 
 
@@ -67,7 +68,7 @@ def _forward(
     full = int(valid.sum(1).min()) if n else length  # every sequence is real before this step
     for t in range(length):
         gi = xi[:, :, t].to(fp)
-        gh = torch.baddbmm(bias, h.to(dt), w_t).to(fp)  # (D, N, 3H)
+        gh = baddbmm(bias, h.to(dt), w_t).to(fp)  # (D, N, 3H)
         new, r, z, n_, h_n = gru_step(gi, gh, h)
         if prevs is not None and gates is not None:
             prevs[:, :, t] = h
@@ -109,9 +110,9 @@ class _GRULoop(torch.autograd.Function):
             d_new = d_new * m
             carry = dh * ~m
             direct = gru_step_backward(d_new, gates[:, :, t], prevs[:, :, t], d_gi[:, :, t], d_gh[:, :, t])
-            dh = carry + direct + torch.bmm(d_gh[:, :, t].to(dt), w).to(fp)
+            dh = carry + direct + bmm(d_gh[:, :, t].to(dt), w).to(fp)
         rows = d_gh.reshape(d, n * length, 3 * hidden)
-        d_w = torch.bmm(rows.transpose(1, 2).to(dt), prevs.reshape(d, n * length, hidden).to(dt)).to(fp)
+        d_w = bmm(rows.transpose(1, 2).to(dt), prevs.reshape(d, n * length, hidden).to(dt)).to(fp)
         d_b = rows.sum(dim=1)
         xi_t, h0_t, w_t, b_t = ctx.dtypes
         return d_gi.to(xi_t), dh.to(h0_t), d_w.to(w_t), d_b.to(b_t), None, None

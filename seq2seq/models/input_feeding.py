@@ -25,12 +25,15 @@ The attention's tanh over (N, S, A) at every step is the loop's largest elementw
 and torch's CPU tanh is several times slower than its sigmoid (docs/results.md). So the
 loop uses tanh(x) = 2 σ(2x) − 1: with s_tj = σ(2 k_j + 2 W_q h_t), the score is
 v^T tanh(·) = 2 v^T s_tj − Σ v, and the softmax ignores the constant Σ v. The caller passes
-the keys doubled, keys2 = 2 k (computed once per batch). s (T times the size of the keys,
-in the product dtype) is kept for the backward pass, which applies v once after summing
-over steps: each step then passes over the (N, S, A) tensors three times
-(sigmoid_backward, the key gradient's sum, the query gradient's sum) instead of seven. The
-gradients of keys2 and of the query carry the factors 2 v and 4 v (d(2σ(z) − 1)/dz =
-2 σ(z)(1 − σ(z)), z = keys2 + 2 q), and v's, Σ_j de_j tanh(·) = 2 Σ_j de_j s_j − Σ_j de_j.
+the keys doubled, keys2 = 2 k (computed once per batch). The gradients of keys2 and of the
+query carry the factors 2 v and 4 v (d(2σ(z) − 1)/dz = 2 σ(z)(1 − σ(z)), z = keys2 + 2 q),
+applied once after the sums, and v's is Σ_j de_j tanh(·) = 2 Σ_j de_j s_j − Σ_j de_j.
+
+s_t is not kept for the backward pass, which recomputes it from the queries: kept, it would
+be T times the size of the keys (300 MB in float32 for a batch of the reference model),
+written once to fresh memory and read back once, which costs more than computing it again
+in one (N, S, A) buffer that stays in cache and serves every step, forward and backward
+(docs/results.md).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from seq2seq.models.gru_loop import gru_step, gru_step_backward
+from seq2seq.models.matmul import linear, linear_add, mm
 from seq2seq.models.precision import elementwise_dtype, product_dtype
 
 
@@ -60,7 +64,7 @@ class _Saved(NamedTuple):
     h: Tensor  # (N, T + 1, H) h_0..h_T
     f: Tensor  # (N, T + 1, O) f_0..f_T (f_0: the initial feed)
     gates: Tensor  # (N, T, 4H) r, z, n and W_hn h + b_hn
-    sig: Tensor  # (T, N, S, A) σ(2 W_q h_t + 2 k_j), in the product dtype
+    q: Tensor  # (T, N, A) the attention queries W_q h_t, in the product dtype
     a: Tensor  # (N, T, S) float
     c: Tensor  # (N, T, C)
     o: Tensor  # (N, T, O) tanh output before dropout
@@ -87,19 +91,22 @@ def _loop(
     gates, attn, ctxs, os_ = [], [], [], []
     blocked = ~mask
     v2 = 2 * w.v
-    ss = keys2.new_empty(steps, *keys2.shape) if save else None
+    work = torch.empty_like(keys2)  # (N, S, A) σ(keys2 + 2 q_t) of the current step
+    qs = keys2.new_empty(steps, n, att) if save else None
     for t in range(steps):
         h_prev, f_prev = hs[-1], fs[-1]
-        gi = torch.addmm(xe[:, t], f_prev.to(dt), w.w_if.t()).to(fp)
-        gh = torch.addmm(w.b_hh, h_prev.to(dt), w.w_hh.t()).to(fp)
+        gi = linear_add(f_prev.to(dt), w.w_if, xe[:, t]).to(fp)
+        gh = linear(h_prev.to(dt), w.w_hh, w.b_hh).to(fp)
         h, r, z, n_, h_n = gru_step(gi, gh, h_prev)
-        qch = h.to(dt) @ w.w_qch.t()  # (N, A + O)
+        qch = linear(h.to(dt), w.w_qch)  # (N, A + O)
         q, ch = qch[:, :att], qch[:, att:]
-        s = torch.add(keys2, q[:, None, :], alpha=2, out=ss[t] if ss is not None else None).sigmoid_()  # (N, S, A)
+        if qs is not None:
+            qs[t] = q
+        s = torch.add(keys2, q[:, None, :], alpha=2, out=work).sigmoid_()  # (N, S, A)
         e = (s @ v2).to(fp).masked_fill_(blocked, float("-inf"))  # v^T tanh(.) + Σ v
         a = torch.softmax(e, dim=-1)  # (N, S)
         c = torch.bmm(a[:, None, :].to(dt), memory).squeeze(1)  # (N, C)
-        o = torch.tanh(torch.addmm(ch, c, w.w_cc.t()).to(fp))
+        o = torch.tanh(linear_add(c, w.w_cc, ch).to(fp))
         f = o * drop[:, t] if drop is not None else o
         hs.append(h)
         fs.append(f)
@@ -112,12 +119,12 @@ def _loop(
     weights = torch.stack(attn, dim=1) if steps else memory.new_zeros(n, 0, memory.size(1), dtype=fp)
     saved = None
     if save:
-        assert ss is not None
+        assert qs is not None
         saved = _Saved(
             torch.stack(hs, dim=1),
             torch.stack(fs, dim=1),
             torch.stack(gates, dim=1),
-            ss,
+            qs,
             weights,
             torch.stack(ctxs, dim=1),
             torch.stack(os_, dim=1),
@@ -127,7 +134,9 @@ def _loop(
 
 
 def _cast(dtype: torch.dtype, *tensors: Tensor) -> list[Tensor]:
-    return [t.to(dtype) for t in tensors]
+    """The tensors in ``dtype``, contiguous (some weights are slices of wider ones, which
+    products of every step would otherwise copy or read with gaps)."""
+    return [t.to(dtype).contiguous() for t in tensors]
 
 
 class _InputFeedingGRU(torch.autograd.Function):
@@ -168,7 +177,9 @@ class _InputFeedingGRU(torch.autograd.Function):
         dh = d_last.to(fp) if d_last is not None else s.h.new_zeros(n, hidden)
         df = s.f.new_zeros(n, s.f.size(2))  # gradient reaching f_t from step t + 1
         d_keys2 = torch.zeros(keys2.shape, dtype=fp, device=keys2.device)
-        d_e = s.a.new_empty(steps, n, keys2.size(1))  # (T, N, S) gradients of the scores
+        work = torch.empty_like(keys2)  # (N, S, A) σ(keys2 + 2 q_t), then its gradient
+        d_v = s.q.new_zeros(att, dtype=fp)  # Σ_t Σ_j de_j s_j
+        d_e_sum = s.q.new_zeros((), dtype=fp)
         v2 = 2 * w.v.to(fp)  # d(2σ(z) - 1)/dz = 2 σ(z)(1 - σ(z)), z = keys2 + 2 q
         v4 = 2 * v2  # the query enters z twice
         d_gi = s.gates.new_empty(n, steps, 3 * hidden)
@@ -181,28 +192,31 @@ class _InputFeedingGRU(torch.autograd.Function):
             d_o = d_f * drop[:, t] if drop is not None else d_f
             o = s.o[:, t]
             d_pre = d_o * (1 - o * o)
-            dc = (d_pre.to(dt) @ w.w_cc).to(fp)
+            dc = mm(d_pre.to(dt), w.w_cc).to(fp)
             # c = Σ_j a_j m_j; a = softmax(e); e_j = v · u_j; u_j = tanh(k_j + q)
             a = s.a[:, t]
             da = torch.bmm(memory, dc.to(dt)[:, :, None]).squeeze(2).to(fp)
             de = a * (da - (a * da).sum(dim=1, keepdim=True))
-            d_e[t] = de
+            de_ = de.to(dt)
+            sig = torch.add(keys2, s.q[t][:, None, :], alpha=2, out=work).sigmoid_()
+            d_v += (de_.reshape(1, -1) @ sig.reshape(-1, att)).squeeze(0).to(fp)
+            d_e_sum += de.sum()
             # d/dkeys2_j = de_j 2 v ⊙ s_j (1 - s_j), d/dq twice that summed over j; the
             # factors 2 v and 4 v are applied after the sums.
-            du = torch.ops.aten.sigmoid_backward(de.to(dt)[:, :, None], s.sig[t])  # (N, S, A)
+            du = torch.ops.aten.sigmoid_backward.grad_input(de_[:, :, None], sig, grad_input=work)  # (N, S, A)
             d_keys2 += du
             d_q = du.sum(dim=1).to(fp) * v4
             d_qch[:, t, :att] = d_q
             d_qch[:, t, att:] = d_pre
             d_c[:, t] = dc
-            dh = dh + (d_qch[:, t].to(dt) @ w.w_qch).to(fp)
+            dh = dh + mm(d_qch[:, t].to(dt), w.w_qch).to(fp)
             direct = gru_step_backward(dh, s.gates[:, t], s.h[:, t], d_gi[:, t], d_gh[:, t])
-            dh = direct + (d_gh[:, t].to(dt) @ w.w_hh).to(fp)
-            df = (d_gi[:, t].to(dt) @ w.w_if).to(fp)
+            dh = direct + mm(d_gh[:, t].to(dt), w.w_hh).to(fp)
+            df = mm(d_gi[:, t].to(dt), w.w_if).to(fp)
 
         def wgrad(grad: Tensor, inputs: Tensor) -> Tensor:
             """Σ over all N·T rows of grad^T inputs: (rows, out), (rows, in) -> (out, in)."""
-            return (grad.reshape(-1, grad.size(-1)).t().to(dt) @ inputs.reshape(-1, inputs.size(-1)).to(dt)).to(fp)
+            return mm(grad.reshape(-1, grad.size(-1)).t().to(dt), inputs.reshape(-1, inputs.size(-1)).to(dt)).to(fp)
 
         grads = Weights(
             w_if=wgrad(d_gi, s.f[:, :-1]),
@@ -210,7 +224,7 @@ class _InputFeedingGRU(torch.autograd.Function):
             b_hh=d_gh.sum(dim=(0, 1)),
             w_qch=wgrad(d_qch, s.h[:, 1:]),
             # Σ de_j tanh_j = 2 Σ de_j s_j - Σ de_j (the last sum is 0 up to rounding)
-            v=(d_e.reshape(1, -1).to(dt) @ s.sig.reshape(-1, att)).squeeze(0).to(fp) * 2 - d_e.sum(),
+            v=d_v * 2 - d_e_sum,
             w_cc=wgrad(d_qch[:, :, att:], s.c),
         )
         d_memory = torch.bmm(s.a.transpose(1, 2).to(dt), d_c.to(dt))

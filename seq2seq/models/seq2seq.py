@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from seq2seq.models.cells import State
 from seq2seq.models.decoders import Decoder, DecoderOutput
 from seq2seq.models.encoder import Encoded, Encoder
+from seq2seq.models.matmul import linear
 from seq2seq.models.precision import CastCache, product_dtype
 
 
@@ -74,13 +75,15 @@ class Seq2Seq(nn.Module):
         the output projection's weights picked and cast once rather than at every step."""
         weight, bias = self.generator.weight, self.generator.bias
         dtype = product_dtype(features.device.type, weight.dtype)
-        if torch.is_grad_enabled() or (dtype == weight.dtype and vocab is None):
+        if torch.is_grad_enabled():
             if vocab is None:
                 return self.logits(features)
             return F.linear(features, weight[vocab], None if bias is None else bias[vocab])
+        if dtype == weight.dtype and vocab is None:
+            return linear(features, weight, bias)
         params = [weight] if bias is None else [weight, bias]
         rows = slice(None) if vocab is None else vocab
         # The cache is cleared at encode, so each search picks its own list's rows once.
         key_params = params if vocab is None else [*params, vocab]
         w, *b = self._cast_cache.get(dtype, key_params, lambda: [p[rows] for p in params])
-        return F.linear(features.to(dtype), w, b[0] if b else None)
+        return linear(features.to(dtype), w, b[0] if b else None)

@@ -28,18 +28,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# oneDNN, which runs torch's bf16 matrix products on CPUs, caches a primitive (with its
-# buffers) per product shape, up to 1,024 of them by default; batches of varying shapes then
-# grow the heap by tens of MB per update, to 4.4 GB for the reference model (docs/results.md).
-# Every step of one batch has the same shapes, so a small cache costs no measurable speed.
-ONEDNN_CACHE_CAPACITY = "16"
+# oneDNN runs torch's bf16 matrix products on CPUs, and here the float32 ones
+# (seq2seq.models.matmul). Two caches keep state per product shape, 1,024 entries each by
+# default: oneDNN's primitives (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and the computation
+# parameters of ideep, torch's wrapper around oneDNN (LRU_CACHE_CAPACITY). Batches of
+# varying shapes fill them, and their entries, allocated between the transient tensors of
+# every update, fragment the heap: bf16 peak RSS 4.4 GB with both at 1,024, 2.3 GB with the
+# primitive cache at 16, 1.2 GB with both at 16 (docs/results.md). Every step of a batch has
+# the same shapes, so small caches cost no measurable speed.
+ONEDNN_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16", "LRU_CACHE_CAPACITY": "16"}
 
 
 def set_threads(threads: int) -> int:
     """Use ``threads`` intra-op threads; 0 means every core this process may run on. Also
-    caps oneDNN's primitive cache (see ONEDNN_CACHE_CAPACITY) unless the environment sets
-    it: oneDNN reads the variable at its first product, so call this first."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+    caps oneDNN's caches (see ONEDNN_CACHES) where the environment does not set them: they
+    are read at the first product, so call this first."""
+    for name, value in ONEDNN_CACHES.items():
+        os.environ.setdefault(name, value)
     n = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from seq2seq.models.matmul import linear, mm
 from seq2seq.models.precision import elementwise_dtype, product_dtype
 
 
@@ -64,7 +65,7 @@ def _chunked(
         for start in range(0, x.size(0), chunk):
             rows = slice(start, start + chunk)
             xs, ys = xc[rows], target[rows]
-            z = (xs @ w.t() if b is None else torch.addmm(b, xs, w.t())).to(fp)
+            z = linear(xs, w, b).to(fp)
             loss, logp = _chunk_loss(z, ys, label_smoothing)
             total += loss
             if out is None:
@@ -75,11 +76,8 @@ def _chunked(
                 grad_z.sub_(label_smoothing / vocab)
             grad_z[torch.arange(len(ys), device=ys.device), ys] -= 1.0 - label_smoothing
             gz = grad_z.to(dtype)
-            torch.mm(gz, w, out=out.x[rows])
-            if dtype == fp:
-                out.weight.addmm_(gz.t(), xs)
-            else:
-                out.weight.add_((gz.t() @ xs).to(fp))
+            out.x[rows] = mm(gz, w)
+            out.weight.add_(mm(gz.t(), xs).to(fp))
             out.bias.add_(grad_z.sum(dim=0))
     return total, out
 

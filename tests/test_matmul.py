@@ -1,0 +1,108 @@
+"""The float32 products through oneDNN (seq2seq.models.matmul) equal torch's, alone and inside
+the hand-written loops and loss, and the choice is read from SEQ2SEQ_FP32_MATMUL."""
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from seq2seq.models import matmul
+from seq2seq.models.cells import make_recurrent
+from seq2seq.models.input_feeding import Weights, input_feeding_gru
+from seq2seq.train.device import ONEDNN_CACHES, set_threads
+from seq2seq.train.loss import projected_cross_entropy
+
+
+@pytest.fixture
+def choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Lets a test set SEQ2SEQ_FP32_MATMUL; the cached choice is re-read before and after."""
+    matmul.onednn_float32.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    matmul.onednn_float32.cache_clear()
+
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+def test_products_equal_torch_for_dense_transposed_and_sliced_operands(choice: pytest.MonkeyPatch) -> None:
+    choice.setenv("SEQ2SEQ_FP32_MATMUL", "onednn")
+    assert matmul.onednn_float32()
+    torch.manual_seed(0)
+    x, wide, b = torch.randn(6, 9), torch.randn(10, 13), torch.randn(10)
+    weight = wide[:, 2:11]  # a slice with gaps between rows, as the decoder's W_if
+    for w in (weight, weight.contiguous(), weight.t().contiguous().t()):
+        torch.testing.assert_close(matmul.linear(x, w, b), x @ w.t() + b)
+        torch.testing.assert_close(matmul.linear(x, w), x @ w.t())
+    other = torch.randn(6, 3, 10)[:, 1]  # a strided step of a (N, T, out) tensor
+    torch.testing.assert_close(matmul.linear_add(x, weight, other), other + x @ weight.t())
+    a = torch.randn(9, 6)
+    torch.testing.assert_close(matmul.mm(a.t(), weight.t()), a.t() @ weight.t())
+    torch.testing.assert_close(matmul.mm(x[:0], weight.t()), x[:0] @ weight.t())
+    h, w3, b3 = torch.randn(2, 4, 5), torch.randn(2, 5, 7), torch.randn(2, 1, 7)
+    torch.testing.assert_close(matmul.baddbmm(b3, h, w3), torch.baddbmm(b3, h, w3))
+    torch.testing.assert_close(matmul.bmm(h, w3), torch.bmm(h, w3))
+
+
+def test_products_fall_back_to_torch_where_autograd_needs_them(choice: pytest.MonkeyPatch) -> None:
+    choice.setenv("SEQ2SEQ_FP32_MATMUL", "onednn")
+    x, w = torch.randn(3, 4, requires_grad=True), torch.randn(5, 4)
+    matmul.linear(x, w).sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, w.sum(0).expand(3, 4))
+    x64 = torch.randn(3, 4, dtype=torch.float64)  # oneDNN has no float64: torch's product
+    torch.testing.assert_close(matmul.mm(x64, x64.t()), x64 @ x64.t())
+
+
+def test_an_unknown_choice_is_refused_naming_the_variable(choice: pytest.MonkeyPatch) -> None:
+    choice.setenv("SEQ2SEQ_FP32_MATMUL", "mkl")
+    with pytest.raises(ValueError, match="SEQ2SEQ_FP32_MATMUL='mkl': expected one of onednn, torch"):
+        matmul.onednn_float32()
+
+
+def _train_paths() -> list[torch.Tensor]:
+    """Outputs and gradients, in float32, of the GRU loop, the decoder loop and the loss."""
+    torch.manual_seed(0)
+    rnn = make_recurrent("gru", 8, 16, 1, True)
+    x, lengths = torch.randn(3, 6, 8, requires_grad=True), torch.tensor([6, 2, 4])
+    out, (final,) = rnn._run_loop(x, None, lengths)
+    enc_grads = torch.autograd.grad(out.square().sum() + final.sum(), [x, *rnn.parameters()])
+
+    n, s, t, h, o, a, c = 3, 5, 4, 12, 9, 7, 10
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, requires_grad=True)
+
+    inputs = [leaf(n, t, 3 * h), leaf(n, h), leaf(n, o), leaf(n, s, a), leaf(n, s, c)]
+    weights = [leaf(3 * h, o), leaf(3 * h, h), leaf(3 * h), leaf(a + o, h), leaf(a), leaf(o, c)]
+    mask = torch.ones(n, s, dtype=torch.bool)
+    mask[1, 3:] = False
+    features, last, attention = input_feeding_gru(*inputs, mask, Weights(*weights))
+    dec_grads = torch.autograd.grad((features * torch.linspace(-1, 1, o)).sum() + last.sum(), inputs + weights)
+
+    feats, proj, bias = leaf(11, 9), leaf(20, 9), leaf(20)
+    loss = projected_cross_entropy(feats, proj, bias, torch.randint(0, 20, (11,)), label_smoothing=0.1, chunk=4)
+    loss_grads = torch.autograd.grad(loss, [feats, proj, bias])
+    return [out, final, *enc_grads, features, last, attention, *dec_grads, loss, *loss_grads]
+
+
+@needs_onednn
+def test_loops_and_loss_give_the_same_results_through_onednn_and_torch(choice: pytest.MonkeyPatch) -> None:
+    results = {}
+    for name in ("onednn", "torch"):
+        choice.setenv("SEQ2SEQ_FP32_MATMUL", name)
+        matmul.onednn_float32.cache_clear()
+        assert matmul.onednn_float32() == (name == "onednn")
+        results[name] = _train_paths()
+    for a, b in zip(results["onednn"], results["torch"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # float32 sums in another order
+
+
+def test_set_threads_caps_both_onednn_caches_unless_the_environment_sets_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")
+    set_threads(torch.get_num_threads())
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == ONEDNN_CACHES["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    assert os.environ["LRU_CACHE_CAPACITY"] == "64"
