@@ -51,6 +51,7 @@ from seq2seq.config import RunConfig, load_config
 from seq2seq.data.batching import plan_batches
 from seq2seq.data.prepare import RunData, load_eval_set, prepare_data
 from seq2seq.data.shortlist import build_shortlist
+from seq2seq.models.precision import resolve_precision
 from seq2seq.train.device import check_precision, pick_device, set_threads
 from seq2seq.train.loop import Trainer
 from seq2seq.translate import translate_ids
@@ -76,7 +77,7 @@ def main() -> int:
     config = load_config(args.config, args.set)
     tc = config.training
     device = pick_device(tc.device)
-    check_precision(tc.precision, device)
+    check_precision(resolve_precision(tc.precision, device), device)
     threads = set_threads(tc.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(config.data, Path(tmp), seed=tc.seed)
@@ -184,7 +185,7 @@ def measure(
 
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "precision": tc.precision,
+        "precision": resolve_precision(tc.precision, device),
         "train_steps": args.steps,
         "train_tokens": tokens,
         "train_seconds": round(train_seconds, 2),

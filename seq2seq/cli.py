@@ -75,7 +75,9 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, help="sentences per decoding batch")
     p.add_argument(
-        "--precision", choices=["fp32", "bf16"], help="bf16: autocast matrix products (default: search.precision)"
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="bf16: autocast matrix products; auto: bf16 on GPUs that have it (default: search.precision)",
     )
     p.add_argument(
         "--shortlist",

@@ -145,7 +145,7 @@ class ModelConfig:
 class TrainingConfig:
     seed: int = 42
     device: str = _choice("auto", "auto", "cpu", "cuda")
-    precision: str = _choice("fp32", "fp32", "bf16", "fp16")
+    precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
     threads: int = _range(0, 0)  # 0: every core this process may use
     optimizer: str = _choice("adam", "adam", "adamw")
     learning_rate: float = _range(3e-4, 0.0)
@@ -181,7 +181,7 @@ class SearchConfig:
     max_length_b: int = _range(10, 0)
     min_length: int = _range(0, 0)
     batch_size: int = _range(64, 1)  # sentences per decoding batch
-    precision: str = _choice("fp32", "fp32", "bf16")  # bf16: autocast matrix products (GPUs, AMX CPUs)
+    precision: str = _choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
     # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
     shortlist: int = _range(0, 0, SHORTLIST_MAX)

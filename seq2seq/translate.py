@@ -15,6 +15,7 @@ from seq2seq.config import SearchConfig
 from seq2seq.data.batching import make_source_batch
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
+from seq2seq.models.precision import resolve_precision
 from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
 
 
@@ -109,7 +110,8 @@ class BatchDecoder:
             always = [self.tgt_vocab.eos_id, self.tgt_vocab.unk_id]
             vocab = self.shortlist.candidates(src, self.search.shortlist, self.search.shortlist_frequent, always)
         # Scores and the softmax stay float32 (Seq2Seq.step); bf16 speeds up the matrix products.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.search.precision == "bf16"):
+        bf16 = resolve_precision(self.search.precision, self.device) == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             return search_batch(self.model, src, lengths, self.search, self.tgt_vocab, self.attention, vocab)
 
 

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, SearchConfig, TrainingConfig
 from seq2seq.data.batching import Batch
 from seq2seq.models import build_model
+from seq2seq.models.precision import resolve_precision
 from seq2seq.train.device import DeviceError, autocast, check_precision, pick_device
 from seq2seq.train.loop import batch_loss
 from seq2seq.train.schedule import Schedule
@@ -47,6 +48,21 @@ def test_device_and_precision_choices() -> None:
     with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
         check_precision("fp16", torch.device("cpu"))
     check_precision("bf16", torch.device("cpu"))
+    with pytest.raises(DeviceError, match="choose one of auto, fp32, bf16, fp16"):
+        check_precision("fp8", torch.device("cpu"))
+
+
+def test_auto_precision_is_bf16_only_on_gpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == "fp32"
+    for explicit in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(explicit, cpu) == resolve_precision(explicit, cuda) == explicit
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # e.g. a V100
+    assert resolve_precision("auto", cuda) == "fp32"
+    assert TrainingConfig().precision == SearchConfig().precision == "auto"
 
 
 def test_bf16_autocast_step_on_cpu() -> None:

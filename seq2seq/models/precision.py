@@ -1,7 +1,7 @@
 """The two dtypes of the hand-written loops (:mod:`seq2seq.models.gru_loop`,
 :mod:`seq2seq.models.input_feeding`, :mod:`seq2seq.train.loss`): matrix products in
 autocast's dtype, elementwise work (states, gates, softmax) in float32 for the half types;
-and :class:`CastCache`, weights cast once for search."""
+the ``auto`` precision choice; and :class:`CastCache`, weights cast once for search."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CUDA device with bf16 support (Ampere and later), else fp32; any
+    other choice is returned as it is."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def product_dtype(device_type: str, default: torch.dtype) -> torch.dtype:

@@ -51,8 +51,9 @@ def set_threads(threads: int) -> int:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
+    """Raise where ``precision`` (resolved, not ``auto``) cannot run on ``device``."""
     if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise DeviceError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError(
             "training.precision: fp16 needs a CUDA device (CPUs lack fast fp16 and its loss "

@@ -36,8 +36,15 @@ from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
 from seq2seq.evaluate import score_corpus
 from seq2seq.models import build_model
+from seq2seq.models.precision import resolve_precision
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.train.device import autocast, check_precision, rng_state, set_rng_state, set_threads
+from seq2seq.train.device import (
+    autocast,
+    check_precision,
+    rng_state,
+    set_rng_state,
+    set_threads,
+)
 from seq2seq.train.distributed import World, close_world, init_world, shard
 from seq2seq.train.loss import projected_cross_entropy
 from seq2seq.train.run_dir import RunDirError, check_resumable, open_run_dir
@@ -140,8 +147,9 @@ class Trainer:
         self.schedule = Schedule(
             tc.learning_rate, tc.scheduler, tc.warmup_steps, tc.decay_factor, tc.decay_patience, tc.min_learning_rate
         )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
-        self.autocast = autocast(tc.precision, device)
+        self.precision = resolve_precision(tc.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.autocast = autocast(self.precision, device)
         self.progress = Progress()
         self.metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8") if world.is_main else None
         self.tensorboard = _tensorboard(run_dir) if world.is_main else None
@@ -362,11 +370,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
         resumed = load_checkpoint(run_dir / "last.pt") if resume else None
         if resumed is not None:
             check_resumable(resumed.config, config, run_dir)
-        check_precision(tc.precision, device)
+        precision = resolve_precision(tc.precision, device)
+        check_precision(precision, device)
         # Ranks on one machine share its cores.
         threads = set_threads(tc.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size))
         torch.manual_seed(tc.seed + world.rank)  # the same weights come from rank 0 (DDP); own dropout masks
-        log.info("device %s, precision %s, %d threads, %d process(es)", device, tc.precision, threads, world.size)
+        log.info("device %s, precision %s, %d threads, %d process(es)", device, precision, threads, world.size)
         if world.is_main:  # SentencePiece is trained once, by rank 0; the others load its models
             dump_config(config, run_dir / "config.yaml")
             data = prepare_data(config.data, run_dir, seed=tc.seed)
