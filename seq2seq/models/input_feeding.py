@@ -88,7 +88,8 @@ def _loop(
     att, out = w.v.size(0), w.w_cc.size(0)
     hs = [h0.to(fp)]
     fs = [f0.to(fp)]
-    gates, attn, ctxs, os_ = [], [], [], []
+    attn, ctxs, os_ = [], [], []
+    gates = xe.new_empty(n, steps, 4 * hidden, dtype=fp) if save else None  # r, z, n, W_hn h + b_hn
     blocked = ~mask
     v2 = 2 * w.v
     work = torch.empty_like(keys2)  # (N, S, A) σ(keys2 + 2 q_t) of the current step
@@ -111,19 +112,19 @@ def _loop(
         hs.append(h)
         fs.append(f)
         attn.append(a)
-        if save:
-            gates.append(torch.cat([r, z, n_, h_n], dim=1))
+        if gates is not None:
+            torch.cat([r, z, n_, h_n], dim=1, out=gates[:, t])
             ctxs.append(c)
             os_.append(o)
     features = torch.stack(fs[1:], dim=1) if steps else f0.new_zeros(n, 0, out, dtype=fp)
     weights = torch.stack(attn, dim=1) if steps else memory.new_zeros(n, 0, memory.size(1), dtype=fp)
     saved = None
     if save:
-        assert qs is not None
+        assert qs is not None and gates is not None
         saved = _Saved(
             torch.stack(hs, dim=1),
             torch.stack(fs, dim=1),
-            torch.stack(gates, dim=1),
+            gates,
             qs,
             weights,
             torch.stack(ctxs, dim=1),
