@@ -1,10 +1,10 @@
 """Matrix products of the hand-written loops and of search, float32 ones through oneDNN on CPU.
 
 Why: torch sends float32 products on CPU to MKL's sgemm, which on AMD processors runs its
-AVX2 code, while oneDNN (in every torch build for x86 and Arm) runs AVX-512 where the CPU has
-it: on this project's AMD EPYC (Zen 5) the decoder's and the loss's float32 products ran
-2.1–2.4× faster through oneDNN, and products with a transposed left operand (the weight
-gradients) about 1.3–1.5× (docs/results.md). Both are IEEE float32 products; only the order
+AVX2 code, while oneDNN (built into torch's CPU wheels) runs AVX-512 where the CPU has it:
+on this project's AMD EPYC (Zen 5) the decoder's and the loss's float32 products ran
+2.1–2.3× faster through oneDNN, and products with a transposed left operand (the weight
+gradients) about 1.6× (``scripts/matmul_rates.py``, docs/results.md). Both are IEEE float32 products; only the order
 of the sums differs. Half-precision products already go through oneDNN in torch, so they
 (and float64, and every other device) keep torch's operators.
 
