@@ -185,7 +185,7 @@ def measure(
 
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "precision": resolve_precision(tc.precision, device),
+        "precision": trainer.precision,
         "train_steps": args.steps,
         "train_tokens": tokens,
         "train_seconds": round(train_seconds, 2),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -80,6 +80,7 @@ def translate_ids(
     order = sorted((i for i in range(len(src_ids)) if src_ids[i]), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + search.batch_size] for start in range(0, len(order), search.batch_size)]
     batches = [[src_ids[i] for i in chunk] for chunk in chunks]
+    search = replace(search, precision=resolve_precision(search.precision, device))  # auto, once
     decode = BatchDecoder(
         model, search, src_vocab, tgt_vocab, device, attention, shortlist if search.shortlist else None
     )
@@ -110,8 +111,7 @@ class BatchDecoder:
             always = [self.tgt_vocab.eos_id, self.tgt_vocab.unk_id]
             vocab = self.shortlist.candidates(src, self.search.shortlist, self.search.shortlist_frequent, always)
         # Scores and the softmax stay float32 (Seq2Seq.step); bf16 speeds up the matrix products.
-        bf16 = resolve_precision(self.search.precision, self.device) == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.search.precision == "bf16"):
             return search_batch(self.model, src, lengths, self.search, self.tgt_vocab, self.attention, vocab)
 
 

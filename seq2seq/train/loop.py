@@ -38,13 +38,7 @@ from seq2seq.evaluate import score_corpus
 from seq2seq.models import build_model
 from seq2seq.models.precision import resolve_precision
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.train.device import (
-    autocast,
-    check_precision,
-    rng_state,
-    set_rng_state,
-    set_threads,
-)
+from seq2seq.train.device import autocast, check_precision, rng_state, set_rng_state, set_threads
 from seq2seq.train.distributed import World, close_world, init_world, shard
 from seq2seq.train.loss import projected_cross_entropy
 from seq2seq.train.run_dir import RunDirError, check_resumable, open_run_dir
