@@ -11,7 +11,8 @@ Training: tokens/s over ``--steps`` updates after ``--warmup`` updates, counting
 source and target pieces of each batch (no padding, no BOS/EOS). Decoding: sentences/s of
 the config's search (beam size from ``search.beam_size``) over the first
 ``--decode-sentences`` sentences of data.test (data.dev if there is none), after the
-training steps, so with a partly trained model; ``search.shortlist`` and
+training steps, so with a partly trained model; ``training.compile`` and ``search.compile``
+choose the compiled step loop for each (its compilation falls in the warm-up); ``search.shortlist`` and
 ``--decode-workers`` as in ``seq2seq translate --shortlist/--workers``. Peak memory: the process' peak RSS.
 
 ``--data-scale N``: instead, the data path at scale. Writes a synthetic corpus of N pairs
@@ -166,6 +167,8 @@ def measure(
     test = load_eval_set(corpus, config.data, data.src_vocab, data.tgt_vocab)
     src_ids = test.src_ids[: args.decode_sentences]
     trainer.model.eval()
+    if config.search.compile != config.training.compile:
+        trainer.model.decoder.compile_steps(config.search.compile)
     decode = partial(
         translate_ids,
         trainer.model,
@@ -186,6 +189,8 @@ def measure(
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "precision": trainer.precision,
+        "train_compile": config.training.compile,
+        "decode_compile": config.search.compile,
         "train_steps": args.steps,
         "train_tokens": tokens,
         "train_seconds": round(train_seconds, 2),

@@ -80,6 +80,11 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         help="bf16: autocast matrix products; auto: bf16 on GPUs that have it (default: search.precision)",
     )
     p.add_argument(
+        "--compile",
+        choices=["none", "default", "reduce-overhead"],
+        help="torch.compile the decoder's step loop (fused input-feeding GRU decoders; default: search.compile)",
+    )
+    p.add_argument(
         "--shortlist",
         type=int,
         metavar="K",
@@ -153,6 +158,7 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
         "n_best": args.n_best,
         "batch_size": args.batch_size,
         "precision": args.precision,
+        "compile": args.compile,
         "shortlist": args.shortlist,
         "shortlist_frequent": args.shortlist_frequent,
     }
@@ -166,6 +172,12 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
             f"--shortlist: {args.checkpoint[0]} has no shortlist table (written before shortlists); "
             "add one with scripts/add_shortlist.py, or decode with --shortlist 0"
         )
+    if search.compile != "none":
+        for path, member in zip(args.checkpoint, members):
+            try:
+                member.model.decoder.compile_steps(search.compile)
+            except ValueError as e:
+                raise ConfigError(f"--compile {search.compile}: {path}: {e}") from None
     if args.workers < 1 or (args.workers > 1 and device.type != "cpu"):
         raise ConfigError(f"--workers {args.workers}: must be 1, or more on the CPU only (device is {device.type})")
     return loaded, model, search, device

@@ -132,6 +132,20 @@ class DecoderConfig:
     dropout_type: str = _choice("plain", "plain", "variational")
 
 
+def fused_decoder(dec: DecoderConfig) -> bool:
+    """Whether ``dec`` runs as the fused loop of :mod:`seq2seq.models.input_feeding` (the
+    condition of ``LuongDecoder.fused``, which a test keeps in step with this one)."""
+    return (
+        dec.type == "luong"
+        and dec.input_feeding
+        and dec.cell == "gru"
+        and dec.num_layers == 1
+        and dec.attention == "mlp"
+        and dec.dropout_type == "plain"
+        and not dec.residual
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     encoder: EncoderConfig = EncoderConfig()
@@ -147,6 +161,9 @@ class TrainingConfig:
     device: str = _choice("auto", "auto", "cpu", "cuda")
     precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
     threads: int = _range(0, 0)  # 0: every core this process may use
+    # torch.compile of the decoder's step loop (the fused input-feeding GRU decoder with mlp
+    # attention only); reduce-overhead: also CUDA graphs on GPUs
+    compile: str = _choice("none", "none", "default", "reduce-overhead")
     optimizer: str = _choice("adam", "adam", "adamw")
     learning_rate: float = _range(3e-4, 0.0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -182,6 +199,7 @@ class SearchConfig:
     min_length: int = _range(0, 0)
     batch_size: int = _range(64, 1)  # sentences per decoding batch
     precision: str = _choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
+    compile: str = _choice("none", "none", "default", "reduce-overhead")  # as training.compile
     # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
     shortlist: int = _range(0, 0, SHORTLIST_MAX)
@@ -224,6 +242,13 @@ class RunConfig:
                 f"model.decoder.attention: dot needs model.decoder.hidden_size (or proj_size; {dec_size}) == the "
                 f"encoder's output size ({enc_size}); use general or mlp"
             )
+        for key, mode in (("training.compile", self.training.compile), ("search.compile", self.search.compile)):
+            if mode != "none" and not fused_decoder(dec):
+                raise ConfigError(
+                    f"{key}: {mode} compiles the step loop of the fused decoder only (model.decoder: type luong, "
+                    "cell gru, num_layers 1, attention mlp, input_feeding true, no residual, dropout_type plain); "
+                    "use none"
+                )
         if self.search.n_best > self.search.beam_size:
             raise ConfigError(f"search.n_best: {self.search.n_best} exceeds search.beam_size ({self.search.beam_size})")
 

@@ -294,3 +294,5 @@ def test_attention_dir_needs_an_attention_model(tmp_path: Path, capsys: pytest.C
     args = ["translate", "--checkpoint", str(run / "best.pt"), "--input", str(corpus / "dev.src")]
     assert main([*args, "--attention-dir", str(tmp_path / "a")]) == 2
     assert "without attention" in capsys.readouterr().err
+    assert main([*args, "--compile", "default"]) == 2
+    assert "--compile default" in capsys.readouterr().err

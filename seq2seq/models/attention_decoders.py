@@ -24,7 +24,7 @@ from seq2seq.models.cells import State, make_recurrent
 from seq2seq.models.decoders import OUTPUT_LAYERS, DecoderOutput
 from seq2seq.models.dropout import Dropout, dropout_mask
 from seq2seq.models.encoder import Encoded
-from seq2seq.models.input_feeding import Weights, input_feeding_gru
+from seq2seq.models.input_feeding import EAGER, Weights, compiled_steps, input_feeding_gru
 from seq2seq.models.precision import CastCache, product_dtype
 
 
@@ -108,6 +108,9 @@ class BahdanauDecoder(nn.Module):
         """prev: (N,) -> features (N, O), attention (N, S)."""
         return _one_step(self(prev[:, None], state, encoded))
 
+    def compile_steps(self, mode: str) -> None:
+        raise ValueError(f"the bahdanau decoder has no compiled step loop (asked for {mode!r})")
+
 
 class LuongDecoder(nn.Module):
     """Luong et al. (2015), Sec. 3, global attention on top of the recurrence:
@@ -162,6 +165,7 @@ class LuongDecoder(nn.Module):
             and not cell_options.get("residual", False)
         )
         self._cast_cache = CastCache()
+        self.steps = EAGER
 
     def prepare(self, encoded: Encoded) -> Encoded:
         self._cast_cache.clear()  # a new batch: the weights may have changed since the last one
@@ -220,7 +224,7 @@ class LuongDecoder(nn.Module):
         if self.training and p > 0:
             drop = dropout_mask((emb.size(0), emb.size(1), self.output_size), p, torch.float32, emb.device)
         features, h, att = input_feeding_gru(
-            xe, h0[:, 0], feed, encoded.keys, encoded.outputs, encoded.mask, weights, drop
+            xe, h0[:, 0], feed, encoded.keys, encoded.outputs, encoded.mask, weights, drop, self.steps
         )
         return DecoderOutput(features, (h[:, None], features[:, -1]), att)
 
@@ -258,3 +262,14 @@ class LuongDecoder(nn.Module):
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N,) -> features (N, O), attention (N, S)."""
         return _one_step(self(prev[:, None], state, encoded))
+
+    def compile_steps(self, mode: str) -> None:
+        """Run the fused loop's steps under ``torch.compile`` (:func:`~seq2seq.models.
+        input_feeding.compiled_steps`; mode ``default`` or ``reduce-overhead``), or eagerly
+        again (``none``). Only the fused loop has one."""
+        if not self.fused:
+            raise ValueError(
+                "compiled steps need the fused decoder (input feeding, one gru layer, mlp attention, "
+                f"no residual or variational dropout; asked for {mode!r})"
+            )
+        self.steps = EAGER if mode == "none" else compiled_steps(mode)

@@ -8,6 +8,7 @@ Interface shared by every decoder (the attention decoders are in
     state = decoder.init_state(encoded, hidden)          # hidden: from a bridge
     out = decoder(prev_tokens, state, encoded)           # teacher forced, (N, T)
     out = decoder.step(prev_token, state, encoded)       # one step, (N,)
+    decoder.compile_steps(mode)                          # torch.compile its step loop, or raise
 
 ``out`` is a :class:`DecoderOutput`: features (N, T, O) or (N, O) for the output
 projection, the next state, and attention weights where the decoder has them.
@@ -39,6 +40,7 @@ class Decoder(Protocol):
     def init_state(self, encoded: Encoded, hidden: State) -> State: ...
     def __call__(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput: ...
     def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput: ...
+    def compile_steps(self, mode: str) -> None: ...
 
 
 class Maxout(nn.Module):
@@ -118,3 +120,6 @@ class ContextDecoder(nn.Module):
         """prev: (N,) -> features (N, O)."""
         out = self(prev[:, None], state, encoded)
         return DecoderOutput(out.features[:, 0], out.state)
+
+    def compile_steps(self, mode: str) -> None:
+        raise ValueError(f"the context decoder has no compiled step loop (asked for {mode!r})")

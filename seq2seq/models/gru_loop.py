@@ -38,18 +38,20 @@ def gru_step(gi: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor,
     return torch.lerp(n, h, z), r, z, n, h_n  # lerp: (1 - z) n + z h
 
 
-def gru_step_backward(d_new: Tensor, gates: Tensor, h: Tensor, d_gi: Tensor, d_gh: Tensor) -> Tensor:
+def gru_step_backward(
+    d_new: Tensor, gates: Tensor, h: Tensor, d_gi: Tensor | None = None, d_gh: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The backward of :func:`gru_step`. d_new: gradient of h' (.., H); gates: r, z, n and
-    W_hn h + b_hn concatenated (.., 4H); h: the state before the step. Writes the gradients of
-    gi and gh into ``d_gi`` and ``d_gh`` (.., 3H) and returns the part of h's gradient that
-    does not pass through W_h (d_new ⊙ z)."""
+    W_hn h + b_hn concatenated (.., 4H); h: the state before the step -> the gradients of gi
+    and gh (.., 3H), written into ``d_gi`` and ``d_gh`` where given, and the part of h's
+    gradient that does not pass through W_h (d_new ⊙ z)."""
     r, z, n, h_n = gates.chunk(4, dim=-1)
     d_n = d_new * (1 - z) * (1 - n * n)
     d_z = d_new * (h - n) * z * (1 - z)
     d_r = d_n * h_n * r * (1 - r)
-    torch.cat([d_r, d_z, d_n], dim=-1, out=d_gi)
-    torch.cat([d_r, d_z, d_n * r], dim=-1, out=d_gh)
-    return d_new * z
+    d_gi = torch.cat([d_r, d_z, d_n], dim=-1, out=d_gi)
+    d_gh = torch.cat([d_r, d_z, d_n * r], dim=-1, out=d_gh)
+    return d_gi, d_gh, d_new * z
 
 
 def _forward(
@@ -109,7 +111,7 @@ class _GRULoop(torch.autograd.Function):
             d_new = dh if d_out is None else dh + d_out[:, :, t].to(fp)
             d_new = d_new * m
             carry = dh * ~m
-            direct = gru_step_backward(d_new, gates[:, :, t], prevs[:, :, t], d_gi[:, :, t], d_gh[:, :, t])
+            _, _, direct = gru_step_backward(d_new, gates[:, :, t], prevs[:, :, t], d_gi[:, :, t], d_gh[:, :, t])
             dh = carry + direct + bmm(d_gh[:, :, t].to(dt), w).to(fp)
         rows = d_gh.reshape(d, n * length, 3 * hidden)
         d_w = bmm(rows.transpose(1, 2).to(dt), prevs.reshape(d, n * length, hidden).to(dt)).to(fp)

@@ -38,6 +38,8 @@ in one (N, S, A) buffer that stays in cache and serves every step, forward and b
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -70,6 +72,123 @@ class _Saved(NamedTuple):
     o: Tensor  # (N, T, O) tanh output before dropout
 
 
+class _Step(NamedTuple):
+    """What the backward pass of one step reads from the forward pass (step t of _Saved)."""
+
+    o: Tensor  # (N, O)
+    a: Tensor  # (N, S)
+    q: Tensor  # (N, A)
+    gates: Tensor  # (N, 4H)
+    h_prev: Tensor  # (N, H) h_{t-1}
+
+
+def forward_step(
+    xe_t: Tensor,
+    h_prev: Tensor,
+    f_prev: Tensor,
+    keys2: Tensor,
+    memory: Tensor,
+    blocked: Tensor,
+    w: Weights,
+    v2: Tensor,
+    drop_t: Tensor | None,
+    work: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step of the equations above. xe_t: (N, 3H) and the weights, keys2 (N, S, A),
+    memory (N, S, C) and v2 = 2 v (A,) in the product dtype; h_prev (N, H) and f_prev (N, O)
+    float; blocked: (N, S) True at padding; drop_t: (N, O) or None; work: an (N, S, A)
+    scratch tensor like keys2 for σ, or None for a fresh one (compiled, where it fuses away)
+    -> h_t, f_t, a_t (N, S), and for the backward pass the gates r, z, n, W_hn h + b_hn
+    (N, 4H), the query q_t (N, A), c_t (N, C) and o_t (N, O) before dropout."""
+    dt, fp = w.w_hh.dtype, h_prev.dtype
+    att = v2.size(0)
+    gi = linear_add(f_prev.to(dt), w.w_if, xe_t).to(fp)
+    gh = linear(h_prev.to(dt), w.w_hh, w.b_hh).to(fp)
+    h, r, z, n_, h_n = gru_step(gi, gh, h_prev)
+    qch = linear(h.to(dt), w.w_qch)  # (N, A + O)
+    q, ch = qch[:, :att], qch[:, att:]
+    s = torch.add(keys2, q[:, None, :], alpha=2, out=work).sigmoid_()  # (N, S, A)
+    e = (s @ v2).to(fp).masked_fill_(blocked, float("-inf"))  # v^T tanh(.) + Σ v
+    a = torch.softmax(e, dim=-1)
+    c = torch.bmm(a[:, None, :].to(dt), memory).squeeze(1)
+    o = torch.tanh(linear_add(c, w.w_cc, ch).to(fp))
+    f = o * drop_t if drop_t is not None else o
+    return h, f, a, torch.cat([r, z, n_, h_n], dim=1), q, c, o
+
+
+def backward_step(
+    d_f: Tensor,
+    dh: Tensor,
+    saved: _Step,
+    keys2: Tensor,
+    memory: Tensor,
+    w: Weights,
+    v2: Tensor,
+    drop_t: Tensor | None,
+    work: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward of :func:`forward_step`. d_f: (N, O) the gradient of f_t (from the loss
+    and from step t + 1); dh: (N, H) that of h_t from step t + 1; saved: step t's tensors;
+    work: as in :func:`forward_step` ->
+    the gradients of h_{t-1} and f_{t-1}, of gi and gh (N, 3H), of the query and combine
+    products (N, A + O), of c_t (N, C), this step's part of keys2's gradient divided by 2 v
+    (N, S, A; in ``work`` where given), and Σ_j de_j s_j (A,) for v's gradient."""
+    dt, fp = w.w_hh.dtype, dh.dtype
+    d_o = d_f * drop_t if drop_t is not None else d_f
+    d_pre = d_o * (1 - saved.o * saved.o)  # o = tanh(W_cc c + ch)
+    dc = mm(d_pre.to(dt), w.w_cc).to(fp)
+    # c = Σ_j a_j m_j; a = softmax(e); e_j = v · u_j; u_j = tanh(k_j + q)
+    da = torch.bmm(memory, dc.to(dt)[:, :, None]).squeeze(2).to(fp)
+    de = (saved.a * (da - (saved.a * da).sum(dim=1, keepdim=True))).to(dt)
+    sig = torch.add(keys2, saved.q[:, None, :], alpha=2, out=work).sigmoid_()
+    d_v = (de.reshape(1, -1) @ sig.reshape(-1, sig.size(2))).squeeze(0).to(fp)
+    # d/dkeys2_j = de_j 2 v ⊙ s_j (1 - s_j), d/dq twice that summed over j; the factors
+    # 2 v and 4 v are applied after the sums.
+    if work is None:
+        du = torch.ops.aten.sigmoid_backward(de[:, :, None], sig)
+    else:
+        du = torch.ops.aten.sigmoid_backward.grad_input(de[:, :, None], sig, grad_input=work)
+    d_qch = torch.cat([du.sum(dim=1).to(fp) * (2 * v2.to(fp)), d_pre], dim=1)
+    dh = dh + mm(d_qch.to(dt), w.w_qch).to(fp)
+    d_gi, d_gh, direct = gru_step_backward(dh, saved.gates, saved.h_prev)
+    dh_prev = direct + mm(d_gh.to(dt), w.w_hh).to(fp)
+    df_prev = mm(d_gi.to(dt), w.w_if).to(fp)
+    return dh_prev, df_prev, d_gi, d_gh, d_qch, dc, du, d_v
+
+
+class Steps(NamedTuple):
+    """The step functions the loops call: :func:`forward_step` and :func:`backward_step`,
+    eager or compiled (:func:`compiled_steps`)."""
+
+    forward: Callable[..., tuple[Tensor, ...]]
+    backward: Callable[..., tuple[Tensor, ...]]
+    compiled: bool = False  # fresh outputs each call: no scratch tensors, copies taken at once
+
+
+EAGER = Steps(forward_step, backward_step)
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+
+
+@functools.cache
+def compiled_steps(mode: str) -> Steps:
+    """The step functions under ``torch.compile(mode=mode, dynamic=True)``: each step's
+    elementwise work fused into a few kernels around the products (on CPU the training
+    step of the reference model ran about 5 % faster, docs/results.md); ``reduce-overhead``
+    also replays each step as a CUDA graph on GPUs. The first batches compile (about 15 s
+    on CPU); ``dynamic`` keeps batch and source sizes symbolic, so later batches reuse the code."""
+    if mode not in COMPILE_MODES[1:]:
+        raise ValueError(f"compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES[1:])}")
+    options: dict[str, Any] = {"dynamic": True, "mode": mode}
+    return Steps(torch.compile(forward_step, **options), torch.compile(backward_step, **options), compiled=True)
+
+
+def mark_step(steps: Steps) -> None:
+    """Before each call of compiled steps: tells CUDA-graph trees (``reduce-overhead``) that
+    the outputs of earlier calls have been copied out, so their memory may be reused."""
+    if steps.compiled:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def _loop(
     xe: Tensor,
     h0: Tensor,
@@ -80,58 +199,41 @@ def _loop(
     w: Weights,
     drop: Tensor | None,
     save: bool,
+    steps: Steps,
 ) -> tuple[Tensor, Tensor, Tensor, _Saved | None]:
     """Forward over all steps; every weight and ``keys2``/``memory`` already in the product dtype."""
     dt = w.w_hh.dtype
     fp = elementwise_dtype(dt)
-    n, steps, hidden = xe.size(0), xe.size(1), w.w_hh.size(1)
-    att, out = w.v.size(0), w.w_cc.size(0)
-    hs = [h0.to(fp)]
-    fs = [f0.to(fp)]
-    attn, ctxs, os_ = [], [], []
-    gates = xe.new_empty(n, steps, 4 * hidden, dtype=fp) if save else None  # r, z, n, W_hn h + b_hn
-    blocked = ~mask
-    v2 = 2 * w.v
-    work = torch.empty_like(keys2)  # (N, S, A) σ(keys2 + 2 q_t) of the current step
-    qs = keys2.new_empty(steps, n, att) if save else None
-    for t in range(steps):
-        h_prev, f_prev = hs[-1], fs[-1]
-        gi = linear_add(f_prev.to(dt), w.w_if, xe[:, t]).to(fp)
-        gh = linear(h_prev.to(dt), w.w_hh, w.b_hh).to(fp)
-        h, r, z, n_, h_n = gru_step(gi, gh, h_prev)
-        qch = linear(h.to(dt), w.w_qch)  # (N, A + O)
-        q, ch = qch[:, :att], qch[:, att:]
-        if qs is not None:
-            qs[t] = q
-        s = torch.add(keys2, q[:, None, :], alpha=2, out=work).sigmoid_()  # (N, S, A)
-        e = (s @ v2).to(fp).masked_fill_(blocked, float("-inf"))  # v^T tanh(.) + Σ v
-        a = torch.softmax(e, dim=-1)  # (N, S)
-        c = torch.bmm(a[:, None, :].to(dt), memory).squeeze(1)  # (N, C)
-        o = torch.tanh(linear_add(c, w.w_cc, ch).to(fp))
-        f = o * drop[:, t] if drop is not None else o
-        hs.append(h)
-        fs.append(f)
-        attn.append(a)
-        if gates is not None:
-            torch.cat([r, z, n_, h_n], dim=1, out=gates[:, t])
-            ctxs.append(c)
-            os_.append(o)
-    features = torch.stack(fs[1:], dim=1) if steps else f0.new_zeros(n, 0, out, dtype=fp)
-    weights = torch.stack(attn, dim=1) if steps else memory.new_zeros(n, 0, memory.size(1), dtype=fp)
+    n, length, hidden = xe.size(0), xe.size(1), w.w_hh.size(1)
+    att, out, ctx = w.v.size(0), w.w_cc.size(0), memory.size(2)
+    # Every step's outputs go into these at once: compiled steps (CUDA graphs) may reuse
+    # their output memory at the next call.
+    h = xe.new_empty(n, length + 1, hidden, dtype=fp)
+    f = xe.new_empty(n, length + 1, out, dtype=fp)
+    a = xe.new_empty(n, length, memory.size(1), dtype=fp)
+    h[:, 0], f[:, 0] = h0, f0
     saved = None
     if save:
-        assert qs is not None and gates is not None
         saved = _Saved(
-            torch.stack(hs, dim=1),
-            torch.stack(fs, dim=1),
-            gates,
-            qs,
-            weights,
-            torch.stack(ctxs, dim=1),
-            torch.stack(os_, dim=1),
+            h,
+            f,
+            xe.new_empty(n, length, 4 * hidden, dtype=fp),
+            keys2.new_empty(length, n, att),
+            a,
+            xe.new_empty(n, length, ctx, dtype=dt),
+            xe.new_empty(n, length, out, dtype=fp),
         )
-    assert hs[-1].shape == (n, hidden)
-    return features, hs[-1], weights, saved
+    blocked = ~mask
+    v2 = 2 * w.v
+    work = None if steps.compiled else torch.empty_like(keys2)  # (N, S, A), reused by every step
+    for t in range(length):
+        mark_step(steps)
+        drop_t = drop[:, t] if drop is not None else None
+        outs = steps.forward(xe[:, t], h[:, t], f[:, t], keys2, memory, blocked, w, v2, drop_t, work)
+        h[:, t + 1], f[:, t + 1], a[:, t] = outs[:3]
+        if saved is not None:
+            saved.gates[:, t], saved.q[t], saved.c[:, t], saved.o[:, t] = outs[3:]
+    return f[:, 1:], h[:, -1], a, saved
 
 
 def _cast(dtype: torch.dtype, *tensors: Tensor) -> list[Tensor]:
@@ -152,14 +254,16 @@ class _InputFeedingGRU(torch.autograd.Function):
         mask: Tensor,
         drop: Tensor | None,
         dtype: torch.dtype,
+        steps: Steps,
         *params: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         w = Weights(*_cast(dtype, *params))
         xe_, keys2_, memory_ = _cast(dtype, xe, keys2, memory)
-        features, h_last, weights, saved = _loop(xe_, h0, f0, keys2_, memory_, mask, w, drop, save=True)
+        features, h_last, weights, saved = _loop(xe_, h0, f0, keys2_, memory_, mask, w, drop, True, steps)
         assert saved is not None
         ctx.save_for_backward(keys2_, memory_, *(() if drop is None else (drop,)), *w, *saved)
         ctx.has_drop = drop is not None
+        ctx.steps = steps
         ctx.dtypes = (xe.dtype, h0.dtype, f0.dtype, keys2.dtype, memory.dtype, [p.dtype for p in params])
         ctx.mark_non_differentiable(weights)
         return features, h_last, weights
@@ -171,49 +275,31 @@ class _InputFeedingGRU(torch.autograd.Function):
         drop = rest.pop(0) if ctx.has_drop else None
         w = Weights(*rest[:6])
         s = _Saved(*rest[6:])
+        steps: Steps = ctx.steps
         dt, fp = w.w_hh.dtype, elementwise_dtype(w.w_hh.dtype)
-        n, steps, hidden = s.gates.size(0), s.gates.size(1), s.h.size(2)
+        n, length, hidden = s.gates.size(0), s.gates.size(1), s.h.size(2)
         att = w.v.size(0)
         d_feat = d_features.to(fp) if d_features is not None else s.o.new_zeros(s.o.shape)
         dh = d_last.to(fp) if d_last is not None else s.h.new_zeros(n, hidden)
         df = s.f.new_zeros(n, s.f.size(2))  # gradient reaching f_t from step t + 1
-        d_keys2 = torch.zeros(keys2.shape, dtype=fp, device=keys2.device)
-        work = torch.empty_like(keys2)  # (N, S, A) σ(keys2 + 2 q_t), then its gradient
+        d_keys2 = torch.zeros(keys2.shape, dtype=fp, device=keys2.device)  # Σ_t du_t
+        work = None if steps.compiled else torch.empty_like(keys2)  # (N, S, A), reused by every step
         d_v = s.q.new_zeros(att, dtype=fp)  # Σ_t Σ_j de_j s_j
-        d_e_sum = s.q.new_zeros((), dtype=fp)
-        v2 = 2 * w.v.to(fp)  # d(2σ(z) - 1)/dz = 2 σ(z)(1 - σ(z)), z = keys2 + 2 q
-        v4 = 2 * v2  # the query enters z twice
-        d_gi = s.gates.new_empty(n, steps, 3 * hidden)
-        d_gh = s.gates.new_empty(n, steps, 3 * hidden)
-        d_qch = s.o.new_empty(n, steps, att + w.w_cc.size(0))
-        d_c = s.c.new_empty(n, steps, s.c.size(2), dtype=fp)
-        for t in reversed(range(steps)):
-            # f_t = o_t ⊙ mask_t, o_t = tanh(W_cc c_t + ch_t)
-            d_f = d_feat[:, t] + df
-            d_o = d_f * drop[:, t] if drop is not None else d_f
-            o = s.o[:, t]
-            d_pre = d_o * (1 - o * o)
-            dc = mm(d_pre.to(dt), w.w_cc).to(fp)
-            # c = Σ_j a_j m_j; a = softmax(e); e_j = v · u_j; u_j = tanh(k_j + q)
-            a = s.a[:, t]
-            da = torch.bmm(memory, dc.to(dt)[:, :, None]).squeeze(2).to(fp)
-            de = a * (da - (a * da).sum(dim=1, keepdim=True))
-            de_ = de.to(dt)
-            sig = torch.add(keys2, s.q[t][:, None, :], alpha=2, out=work).sigmoid_()
-            d_v += (de_.reshape(1, -1) @ sig.reshape(-1, att)).squeeze(0).to(fp)
-            d_e_sum += de.sum()
-            # d/dkeys2_j = de_j 2 v ⊙ s_j (1 - s_j), d/dq twice that summed over j; the
-            # factors 2 v and 4 v are applied after the sums.
-            du = torch.ops.aten.sigmoid_backward.grad_input(de_[:, :, None], sig, grad_input=work)  # (N, S, A)
+        v2 = 2 * w.v
+        d_gi = s.gates.new_empty(n, length, 3 * hidden)
+        d_gh = s.gates.new_empty(n, length, 3 * hidden)
+        d_qch = s.o.new_empty(n, length, att + w.w_cc.size(0))
+        d_c = s.c.new_empty(n, length, s.c.size(2), dtype=fp)
+        for t in reversed(range(length)):
+            mark_step(steps)
+            step = _Step(s.o[:, t], s.a[:, t], s.q[t], s.gates[:, t], s.h[:, t])
+            drop_t = drop[:, t] if drop is not None else None
+            outs = steps.backward(d_feat[:, t] + df, dh, step, keys2, memory, w, v2, drop_t, work)
+            dh, df, d_gi[:, t], d_gh[:, t], d_qch[:, t], d_c[:, t], du, dv = outs
             d_keys2 += du
-            d_q = du.sum(dim=1).to(fp) * v4
-            d_qch[:, t, :att] = d_q
-            d_qch[:, t, att:] = d_pre
-            d_c[:, t] = dc
-            dh = dh + mm(d_qch[:, t].to(dt), w.w_qch).to(fp)
-            direct = gru_step_backward(dh, s.gates[:, t], s.h[:, t], d_gi[:, t], d_gh[:, t])
-            dh = direct + mm(d_gh[:, t].to(dt), w.w_hh).to(fp)
-            df = mm(d_gi[:, t].to(dt), w.w_if).to(fp)
+            d_v += dv
+            if steps.compiled:  # the next call may reuse the memory of its outputs (CUDA graphs)
+                dh, df = dh.clone(), df.clone()
 
         def wgrad(grad: Tensor, inputs: Tensor) -> Tensor:
             """Σ over all N·T rows of grad^T inputs: (rows, out), (rows, in) -> (out, in)."""
@@ -224,8 +310,8 @@ class _InputFeedingGRU(torch.autograd.Function):
             w_hh=wgrad(d_gh, s.h[:, :-1]),
             b_hh=d_gh.sum(dim=(0, 1)),
             w_qch=wgrad(d_qch, s.h[:, 1:]),
-            # Σ de_j tanh_j = 2 Σ de_j s_j - Σ de_j (the last sum is 0 up to rounding)
-            v=d_v * 2 - d_e_sum,
+            # Σ_j de_j tanh_j = 2 Σ_j de_j s_j - Σ_j de_j, and Σ_j de_j = 0 (a softmax's gradient)
+            v=d_v * 2,
             w_cc=wgrad(d_qch[:, :, att:], s.c),
         )
         d_memory = torch.bmm(s.a.transpose(1, 2).to(dt), d_c.to(dt))
@@ -234,8 +320,9 @@ class _InputFeedingGRU(torch.autograd.Function):
             d_gi.to(xe_t),
             dh.to(h0_t),
             df.to(f0_t),
-            (d_keys2 * v2).to(keys2_t),
+            (d_keys2 * v2.to(fp)).to(keys2_t),
             d_memory.to(mem_t),
+            None,
             None,
             None,
             None,
@@ -252,13 +339,14 @@ def input_feeding_gru(
     mask: Tensor,
     weights: Weights,
     drop: Tensor | None = None,
+    steps: Steps = EAGER,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run the decoder over T teacher-forced steps.
 
     xe: (N, T, 3H) the projected inputs W_ie E y + b_ih; h0: (N, H); f0: (N, O) the initial
     feed; keys2: (N, S, A) twice the attention keys, 2 (U h̄ + b); memory: (N, S, C); mask:
     (N, S) True at real positions; drop: (N, T, O) the dropout mask of f, already scaled by
-    1 / (1 - p), or None ->
+    1 / (1 - p), or None; steps: :data:`EAGER` or :func:`compiled_steps` ->
     features f (N, T, O), h_T (N, H), attention (N, T, S), in float32 (float64 for float64
     inputs). Under autocast the products run in its dtype."""
     device = xe.device.type
@@ -266,10 +354,10 @@ def input_feeding_gru(
     with torch.autocast(device, enabled=False):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (xe, h0, f0, keys2, memory, *weights)):
             out: tuple[Tensor, Tensor, Tensor] = _InputFeedingGRU.apply(
-                xe, h0, f0, keys2, memory, mask, drop, dtype, *weights
+                xe, h0, f0, keys2, memory, mask, drop, dtype, steps, *weights
             )
             return out
         w = Weights(*_cast(dtype, *weights))
         xe_, keys2_, memory_ = _cast(dtype, xe, keys2, memory)
-        features, h_last, attention, _ = _loop(xe_, h0, f0, keys2_, memory_, mask, w, drop, save=False)
+        features, h_last, attention, _ = _loop(xe_, h0, f0, keys2_, memory_, mask, w, drop, False, steps)
         return features, h_last, attention

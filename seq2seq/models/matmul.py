@@ -11,7 +11,8 @@ of the sums differs. Half-precision products already go through oneDNN in torch,
 Set ``SEQ2SEQ_FP32_MATMUL=torch`` to keep torch's float32 products (``onednn`` is the
 default where torch has oneDNN). The functions fall back to torch where autograd would have
 to differentiate them: oneDNN's operator has no backward, so these are for code that writes
-its own (the loops, the loss) or runs without gradients (search).
+its own (the loops, the loss) or runs without gradients (search), and to torch's products
+inside ``torch.compile`` (:func:`~seq2seq.models.input_feeding.compiled_steps`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def onednn_float32() -> bool:
     return choice == "onednn" and available
 
 
+@torch.compiler.assume_constant_result  # torch.compile reads it while tracing
+def _onednn_chosen() -> bool:
+    return onednn_float32()
+
+
 def _onednn(x: Tensor, weight: Tensor) -> bool:
     return (
         x.dtype == torch.float32
@@ -43,7 +49,7 @@ def _onednn(x: Tensor, weight: Tensor) -> bool:
         and x.device.type == "cpu"
         and bool(torch.backends.mkldnn.enabled)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and onednn_float32()
+        and _onednn_chosen()
     )
 
 
@@ -54,25 +60,47 @@ def _dense(weight: Tensor) -> Tensor:
     return weight if weight.is_contiguous() or weight.t().is_contiguous() else weight.contiguous()
 
 
+def _linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, _dense(weight), bias, "none", [], "")
+
+
+def _linear_add_onednn(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other, _dense(weight), None, "add")
+
+
+# The same, opaque to torch.compile (compiled_steps): inductor lowers oneDNN's operator only
+# for weights frozen into the graph, and its own float32 products go to MKL.
+_linear_op = torch.library.custom_op("seq2seq::onednn_linear", _linear_onednn, mutates_args=())
+_linear_add_op = torch.library.custom_op("seq2seq::onednn_linear_add", _linear_add_onednn, mutates_args=())
+
+
+@_linear_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty((*x.shape[:-1], weight.size(0)))
+
+
+@_linear_add_op.register_fake
+def _(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
+    return x.new_empty((x.size(0), weight.size(0)))
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``: x (.., in), weight (out, in), bias (out,) or None -> (.., out)."""
     if _onednn(x, weight) and (bias is None or bias.dtype == torch.float32):
-        return torch.ops.mkldnn._linear_pointwise(x, _dense(weight), bias, "none", [], "")
+        return (_linear_op if torch.compiler.is_compiling() else _linear_onednn)(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
 def linear_add(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
     """x W^T + other: x (N, in), weight (out, in), other (N, out), any strides -> (N, out)."""
     if _onednn(x, weight) and other.dtype == torch.float32:
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, _dense(weight), None, "add")
+        return (_linear_add_op if torch.compiler.is_compiling() else _linear_add_onednn)(x, weight, other)
     return torch.addmm(other, x, weight.t())
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:
     """a @ b: a (M, K), b (K, N) -> (M, N). Fastest with ``a``'s rows contiguous."""
-    if _onednn(a, b):
-        return torch.ops.mkldnn._linear_pointwise(a, _dense(b).t(), None, "none", [], "")
-    return a @ b
+    return linear(a, b.t())
 
 
 def baddbmm(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:

@@ -122,6 +122,8 @@ class Trainer:
         tc = config.training
         self.model = build_model(config.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id)
         self.model.to(device).train()
+        if tc.compile != "none":  # the config has checked that the decoder has a step loop
+            self.model.decoder.compile_steps(tc.compile)
         loss = _BatchLoss(self.model, data.tgt_vocab.pad_id, tc.label_smoothing)
         # Under torchrun, DDP averages the ranks' gradients during backward (see update()).
         self.ddp = None
