@@ -3,7 +3,8 @@
 # the peers' own bench.sh (../shared/peers) for N updates, then scripts/benchmark.py on the
 # same model (configs/benchmark.yaml) for N updates in each precision given, ROUNDS times
 # in alternation so a drifting machine hits both alike. One JSON line per measurement
-# goes to stdout (the peers' bench.json, then ours).
+# goes to stdout (the peers' bench.json, then ours). A precision written P+compile runs with
+# training.compile and search.compile set to default (10 warm-up updates for the compilation).
 #
 #   PEERS=/path/to/peer/venvs bash scripts/side_by_side.sh [N=300] [ROUNDS=1] [PRECISIONS="fp32 bf16"]
 #
@@ -19,8 +20,13 @@ SHARED=${SHARED:-../shared}
 for round in $(seq "$ROUNDS"); do
     bash "$SHARED/peers/bench.sh" onmt "$N" "side_by_side_$round" >&2
     cat "$PEERS/runs/onmt/side_by_side_$round.meta/bench.json"
-    for precision in $PRECISIONS; do
-        python scripts/benchmark.py configs/benchmark.yaml --steps "$N" --warmup 5 \
+    for entry in $PRECISIONS; do
+        precision=${entry%+compile}
+        extra=(--warmup 5)
+        if [[ $entry == *+compile ]]; then
+            extra=(--warmup 10 --set training.compile=default --set search.compile=default)
+        fi
+        python scripts/benchmark.py configs/benchmark.yaml --steps "$N" "${extra[@]}" \
             --set training.threads=2 --set "training.precision=$precision" --json
     done
 done
