@@ -177,7 +177,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead")
 def compiled_steps(mode: str) -> Steps:
     """The step functions under ``torch.compile(mode=mode, dynamic=True)``: each step's
     elementwise work fused into a few kernels around the products (on CPU the reference
-    model's loop ran 1.2× faster and its bf16 training 6–9 %, docs/results.md);
+    model's loop ran 1.2× faster and its bf16 training 4–9 %, docs/results.md);
     ``reduce-overhead`` also replays each step as a CUDA graph on GPUs (not yet run on one).
     The first batches compile (10–25 s on CPU); ``dynamic`` keeps batch and source sizes
     symbolic, so later batches reuse the code."""
