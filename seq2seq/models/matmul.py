@@ -11,8 +11,10 @@ of the sums differs. Half-precision products already go through oneDNN in torch,
 Set ``SEQ2SEQ_FP32_MATMUL=torch`` to keep torch's float32 products (``onednn`` is the
 default where torch has oneDNN). The functions fall back to torch where autograd would have
 to differentiate them: oneDNN's operator has no backward, so these are for code that writes
-its own (the loops, the loss) or runs without gradients (search), and to torch's products
-inside ``torch.compile`` (:func:`~seq2seq.models.input_feeding.compiled_steps`).
+its own (the loops, the loss) or runs without gradients (search). Inside ``torch.compile``
+(:func:`~seq2seq.models.input_feeding.compiled_steps`) the oneDNN products are custom
+operators (``seq2seq::onednn_linear``, ``seq2seq::onednn_linear_add``) that inductor calls
+as they are.
 """
 
 from __future__ import annotations
