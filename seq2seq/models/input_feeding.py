@@ -51,7 +51,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from seq2seq.models.gru_loop import gru_step, gru_step_backward
-from seq2seq.models.matmul import linear, linear_add, mm
+from seq2seq.models.matmul import linear, linear_add, mm, register_for_compile
 from seq2seq.models.precision import elementwise_dtype, product_dtype
 
 
@@ -183,6 +183,7 @@ def compiled_steps(mode: str) -> Steps:
     symbolic, so later batches reuse the code."""
     if mode not in COMPILE_MODES[1:]:
         raise ValueError(f"compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES[1:])}")
+    register_for_compile()
     options: dict[str, Any] = {"dynamic": True, "mode": mode}
     return Steps(torch.compile(forward_step, **options), torch.compile(backward_step, **options), compiled=True)
 

@@ -39,7 +39,6 @@ def onednn_float32() -> bool:
     return choice == "onednn" and available
 
 
-@torch.compiler.assume_constant_result  # torch.compile reads it while tracing
 def _onednn_chosen() -> bool:
     return onednn_float32()
 
@@ -70,33 +69,44 @@ def _linear_add_onednn(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise.binary(x, other, _dense(weight), None, "add")
 
 
-# The same, opaque to torch.compile (compiled_steps): inductor lowers oneDNN's operator only
-# for weights frozen into the graph, and its own float32 products go to MKL.
-_linear_op = torch.library.custom_op("seq2seq::onednn_linear", _linear_onednn, mutates_args=())
-_linear_add_op = torch.library.custom_op("seq2seq::onednn_linear_add", _linear_add_onednn, mutates_args=())
-
-
-@_linear_op.register_fake
-def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _linear_fake(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return x.new_empty((*x.shape[:-1], weight.size(0)))
 
 
-@_linear_add_op.register_fake
-def _(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
+def _linear_add_fake(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
     return x.new_empty((x.size(0), weight.size(0)))
+
+
+@functools.cache
+def register_for_compile() -> None:
+    """Make the oneDNN products usable inside ``torch.compile`` (called by
+    :func:`~seq2seq.models.input_feeding.compiled_steps` before it compiles, not at import,
+    since it imports torch._dynamo: a second of start-up): as custom operators
+    ``seq2seq::onednn_linear`` and ``seq2seq::onednn_linear_add``, which inductor calls as they
+    are (it lowers oneDNN's own operator only for weights frozen into the graph, and its own
+    float32 products go to MKL), with the SEQ2SEQ_FP32_MATMUL choice read while tracing."""
+    torch.compiler.assume_constant_result(_onednn_chosen)  # marks the function itself
+    torch.library.custom_op("seq2seq::onednn_linear", _linear_onednn, mutates_args=()).register_fake(_linear_fake)
+    torch.library.custom_op("seq2seq::onednn_linear_add", _linear_add_onednn, mutates_args=()).register_fake(
+        _linear_add_fake
+    )
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``: x (.., in), weight (out, in), bias (out,) or None -> (.., out)."""
     if _onednn(x, weight) and (bias is None or bias.dtype == torch.float32):
-        return (_linear_op if torch.compiler.is_compiling() else _linear_onednn)(x, weight, bias)
+        if torch.compiler.is_compiling():
+            return torch.ops.seq2seq.onednn_linear(x, weight, bias)
+        return _linear_onednn(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
 def linear_add(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
     """x W^T + other: x (N, in), weight (out, in), other (N, out), any strides -> (N, out)."""
     if _onednn(x, weight) and other.dtype == torch.float32:
-        return (_linear_add_op if torch.compiler.is_compiling() else _linear_add_onednn)(x, weight, other)
+        if torch.compiler.is_compiling():
+            return torch.ops.seq2seq.onednn_linear_add(x, weight, other)
+        return _linear_add_onednn(x, weight, other)
     return torch.addmm(other, x, weight.t())
 
 
