@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from seq2seq.config import ConfigError, RunConfig, SearchConfig, config_to_dict, from_dict, load_config
+from seq2seq.config import COMPILE_MODES, ConfigError, RunConfig, SearchConfig, config_to_dict, from_dict, load_config
 
 if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
     import torch
@@ -81,7 +81,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--compile",
-        choices=["none", "default", "reduce-overhead"],
+        choices=COMPILE_MODES,
         help="torch.compile the decoder's step loop (fused input-feeding GRU decoders; default: search.compile)",
     )
     p.add_argument(

@@ -37,6 +37,8 @@ def _range(default: float | int, low: float | None = None, high: float | None = 
 CORPUS_FORMATS = ("text", "tsv", "jsonl", "hf", "multi30k")
 SHORTLIST_MAX = 100  # translations a checkpoint keeps per source piece (seq2seq.data.shortlist)
 SHORTLIST_FREQUENT_MAX = 2_000  # frequent target pieces it keeps
+# torch.compile modes of the fused decoder's step loop (seq2seq.models.input_feeding)
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class TrainingConfig:
     threads: int = _range(0, 0)  # 0: every core this process may use
     # torch.compile of the decoder's step loop (the fused input-feeding GRU decoder with mlp
     # attention only); reduce-overhead: also CUDA graphs on GPUs
-    compile: str = _choice("none", "none", "default", "reduce-overhead")
+    compile: str = _choice("none", *COMPILE_MODES)
     optimizer: str = _choice("adam", "adam", "adamw")
     learning_rate: float = _range(3e-4, 0.0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -199,7 +201,7 @@ class SearchConfig:
     min_length: int = _range(0, 0)
     batch_size: int = _range(64, 1)  # sentences per decoding batch
     precision: str = _choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
-    compile: str = _choice("none", "none", "default", "reduce-overhead")  # as training.compile
+    compile: str = _choice("none", *COMPILE_MODES)  # as training.compile
     # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
     shortlist: int = _range(0, 0, SHORTLIST_MAX)

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.config import COMPILE_MODES
 from seq2seq.models.gru_loop import gru_step, gru_step_backward
 from seq2seq.models.matmul import linear, linear_add, mm, register_for_compile
 from seq2seq.models.precision import elementwise_dtype, product_dtype
@@ -170,7 +171,6 @@ class Steps(NamedTuple):
 
 
 EAGER = Steps(forward_step, backward_step)
-COMPILE_MODES = ("none", "default", "reduce-overhead")
 
 
 @functools.cache
