@@ -98,13 +98,15 @@ def forward_step(
     v2: Tensor,
     drop_t: Tensor | None,
     work: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor]:
     """One step of the equations above. xe_t: (N, 3H) and the weights, keys2 (N, S, A),
     memory (N, S, C) and v2 = 2 v (A,) in the product dtype; h_prev (N, H) and f_prev (N, O)
     float; blocked: (N, S) True at padding; drop_t: (N, O) or None; work: an (N, S, A)
     scratch tensor like keys2 for σ, or None for a fresh one (compiled, where it fuses away)
     -> h_t, f_t, a_t (N, S), and for the backward pass the gates r, z, n, W_hn h + b_hn
-    (N, 4H), the query q_t (N, A), c_t (N, C) and o_t (N, O) before dropout."""
+    (N, 4H; with ``save`` only, else None), the query q_t (N, A), c_t (N, C) and o_t (N, O)
+    before dropout."""
     dt, fp = w.w_hh.dtype, h_prev.dtype
     att = v2.size(0)
     gi = linear_add(f_prev.to(dt), w.w_if, xe_t).to(fp)
@@ -118,7 +120,8 @@ def forward_step(
     c = torch.bmm(a[:, None, :].to(dt), memory).squeeze(1)
     o = torch.tanh(linear_add(c, w.w_cc, ch).to(fp))
     f = o * drop_t if drop_t is not None else o
-    return h, f, a, torch.cat([r, z, n_, h_n], dim=1), q, c, o
+    gates = torch.cat([r, z, n_, h_n], dim=1) if save else None
+    return h, f, a, gates, q, c, o
 
 
 def backward_step(
@@ -165,7 +168,7 @@ class Steps(NamedTuple):
     """The step functions the loops call: :func:`forward_step` and :func:`backward_step`,
     eager or compiled (:func:`compiled_steps`)."""
 
-    forward: Callable[..., tuple[Tensor, ...]]
+    forward: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor]]
     backward: Callable[..., tuple[Tensor, ...]]
     compiled: bool = False  # fresh outputs each call: no scratch tensors, copies taken at once
 
@@ -235,10 +238,13 @@ def _loop(
     for t in range(length):
         mark_step(steps)
         drop_t = drop[:, t] if drop is not None else None
-        outs = steps.forward(xe[:, t], h[:, t], f[:, t], keys2, memory, blocked, w, v2, drop_t, work)
-        h[:, t + 1], f[:, t + 1], a[:, t] = outs[:3]
+        h_t, f_t, a_t, gates, q, c, o = steps.forward(
+            xe[:, t], h[:, t], f[:, t], keys2, memory, blocked, w, v2, drop_t, work, save
+        )
+        h[:, t + 1], f[:, t + 1], a[:, t] = h_t, f_t, a_t
         if saved is not None:
-            saved.gates[:, t], saved.q[t], saved.c[:, t], saved.o[:, t] = outs[3:]
+            assert gates is not None
+            saved.gates[:, t], saved.q[t], saved.c[:, t], saved.o[:, t] = gates, q, c, o
     return f[:, 1:], h[:, -1], a, saved
 
 
