@@ -18,13 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from seq2seq.checkpoint import CheckpointError, atomic_save, read_payload
-from seq2seq.config import ConfigError, config_from_dict
+from seq2seq.checkpoint import atomic_save, read_payload
+from seq2seq.config import config_from_dict
 from seq2seq.data.batching import filter_pairs, to_parallel_data
 from seq2seq.data.prepare import corpus_name
 from seq2seq.data.shortlist import build_shortlist
-from seq2seq.data.sources import DataError, load_corpus
+from seq2seq.data.sources import load_corpus
 from seq2seq.data.subwords import Vocab, encode_dataset
+from seq2seq.errors import CheckpointError, ConfigError, DataError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,9 @@ from typing import Any
 
 import torch
 
-from seq2seq.checkpoint import FORMAT, CheckpointError, atomic_save, read_payload
-from seq2seq.config import ConfigError, config_from_dict, config_to_dict
+from seq2seq.checkpoint import FORMAT, atomic_save, read_payload
+from seq2seq.config import config_from_dict, config_to_dict
+from seq2seq.errors import CheckpointError, ConfigError
 
 CKPT_NAME = re.compile(r"ckpt-(\d+)\.pt")
 CHECKED_SECTIONS = ("model", "data")  # what fixes the architecture and the vocabularies

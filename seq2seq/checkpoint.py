@@ -25,14 +25,11 @@ from seq2seq.atomic import atomic_open
 from seq2seq.config import RunConfig, config_from_dict, config_to_dict
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
+from seq2seq.errors import CheckpointError
 from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
 
 FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or of another format."""
 
 
 @dataclass

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from seq2seq.config import COMPILE_MODES, ConfigError, RunConfig, SearchConfig, config_to_dict, from_dict, load_config
+from seq2seq.config import COMPILE_MODES, RunConfig, SearchConfig, config_to_dict, from_dict, load_config
+from seq2seq.errors import ConfigError, DataError, Seq2SeqError
 
 if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
     import torch
@@ -119,7 +120,7 @@ def _input(path: str | None) -> Iterator[IO[str]]:
     try:
         f = open(path, encoding="utf-8")  # noqa: SIM115 (closed below; OSError must be ours)
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+        raise DataError(f"{path}: cannot read: {e.strerror}") from e
     with f:
         yield f
 
@@ -129,9 +130,9 @@ def _read_lines(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             return [line.rstrip("\r\n") for line in f]
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+        raise DataError(f"{path}: cannot read: {e.strerror}") from e
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
+        raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
 
 
 def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchConfig, torch.device]:
@@ -306,14 +307,9 @@ COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_eval
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from seq2seq.checkpoint import CheckpointError
-    from seq2seq.data.sources import DataError
-    from seq2seq.train.device import DeviceError
-    from seq2seq.train.run_dir import RunDirError
-
     try:
         COMMANDS[args.command](args)
-    except (ConfigError, DataError, CheckpointError, DeviceError, RunDirError) as e:
+    except Seq2SeqError as e:
         print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as e:  # streamed input (stdin or --input) that is not UTF-8

@@ -21,9 +21,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config key is unknown, missing, of the wrong type or out of range."""
+from seq2seq.errors import ConfigError
 
 
 def _choice(default: str, *choices: str) -> Any:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from seq2seq.data.batching import ParallelData, make_batch
-from seq2seq.data.sources import DataError
 from seq2seq.data.subwords import Vocab
+from seq2seq.errors import DataError
 from seq2seq.search import score_pairs
 
 MOSES_SEP = " ||| "

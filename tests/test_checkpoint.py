@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq.checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
 from seq2seq.data.subwords import Vocab, train_sentencepiece
+from seq2seq.errors import CheckpointError
 from seq2seq.models import build_model
 from seq2seq.translate import translate_lines
 

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from seq2seq.config import ConfigError, DecoderConfig, EncoderConfig, ModelConfig, RunConfig, fused_decoder
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig, fused_decoder
+from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
 from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.encoder import Encoded

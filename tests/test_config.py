@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq.config import ConfigError, RunConfig, config_from_dict, config_to_dict, load_config
+from seq2seq.config import RunConfig, config_from_dict, config_to_dict, load_config
+from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

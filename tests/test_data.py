@@ -26,8 +26,9 @@ from seq2seq.data.batching import (
     plan_batches,
     to_parallel_data,
 )
-from seq2seq.data.sources import DataError, load_corpus
+from seq2seq.data.sources import load_corpus
 from seq2seq.data.subwords import Vocab, encode_dataset, prepare_vocabs, sample_sentences, train_sentencepiece
+from seq2seq.errors import DataError
 
 
 def write(path: Path, lines: list[str], *, gz: bool = False, ending: str = "\n") -> Path:

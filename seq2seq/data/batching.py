@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from seq2seq.data.sources import DataError
+from seq2seq.errors import DataError
 
 if TYPE_CHECKING:  # datasets and pyarrow load only where a corpus is read, not to translate
     import datasets

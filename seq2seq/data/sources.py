@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seq2seq.config import CorpusConfig
+from seq2seq.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ _MULTI30K_HUB_SPLITS = {"train": "train", "val": "validation", "test_2016_flickr
 _GZIP_MAGIC = b"\x1f\x8b"
 
 Pair = dict[str, str]
-
-
-class DataError(ValueError):
-    """Bad corpus input; the message names the file (and line) and what to do."""
 
 
 def load_corpus(corpus: CorpusConfig, src_lang: str, tgt_lang: str) -> datasets.Dataset:

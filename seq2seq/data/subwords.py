@@ -23,7 +23,7 @@ import sentencepiece as spm
 
 from seq2seq.atomic import atomic_open
 from seq2seq.config import SubwordConfig
-from seq2seq.data.sources import DataError
+from seq2seq.errors import DataError
 
 if TYPE_CHECKING:  # datasets loads only where a corpus is read, not to translate
     import datasets

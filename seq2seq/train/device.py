@@ -10,13 +10,11 @@ from typing import Any
 
 import torch
 
+from seq2seq.errors import DeviceError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class DeviceError(RuntimeError):
-    """The requested device or precision is not available here."""
 
 
 def pick_device(name: str) -> torch.device:

@@ -34,6 +34,7 @@ from seq2seq.checkpoint import Loaded, load_checkpoint, save_checkpoint
 from seq2seq.config import RunConfig, dump_config
 from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
+from seq2seq.errors import RunDirError
 from seq2seq.evaluate import score_corpus
 from seq2seq.models import build_model
 from seq2seq.models.precision import resolve_precision
@@ -41,7 +42,7 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.train.device import autocast, check_precision, rng_state, set_rng_state, set_threads
 from seq2seq.train.distributed import World, close_world, init_world, shard
 from seq2seq.train.loss import projected_cross_entropy
-from seq2seq.train.run_dir import RunDirError, check_resumable, open_run_dir
+from seq2seq.train.run_dir import check_resumable, open_run_dir
 from seq2seq.train.schedule import Schedule
 from seq2seq.translate import translate_ids
 

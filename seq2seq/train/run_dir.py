@@ -1,6 +1,5 @@
 """The run directory: refuse to clobber a finished run, clear what --overwrite replaces, and
-check that --resume continues the same data and model. Light to import (no torch), so the CLI
-can catch :class:`RunDirError` without loading the trainer."""
+check that --resume continues the same data and model."""
 
 from __future__ import annotations
 
@@ -8,12 +7,9 @@ import logging
 from pathlib import Path
 
 from seq2seq.config import RunConfig, config_to_dict
+from seq2seq.errors import RunDirError
 
 log = logging.getLogger(__name__)
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (exists, or has nothing to resume)."""
 
 
 def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
