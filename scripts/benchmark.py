@@ -52,8 +52,7 @@ from seq2seq.config import RunConfig, load_config
 from seq2seq.data.batching import plan_batches
 from seq2seq.data.prepare import RunData, load_eval_set, prepare_data
 from seq2seq.data.shortlist import build_shortlist
-from seq2seq.models.precision import resolve_precision
-from seq2seq.train.device import check_precision, pick_device, set_threads
+from seq2seq.runtime import check_precision, pick_device, resolve_precision, set_threads
 from seq2seq.train.loop import Trainer
 from seq2seq.translate import translate_ids
 

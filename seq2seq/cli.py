@@ -140,10 +140,10 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
     search settings and the device."""
     from seq2seq.checkpoint import load_checkpoint
     from seq2seq.ensemble import Ensemble
-    from seq2seq.train.device import pick_device, set_threads
+    from seq2seq.runtime import pick_device, set_threads
 
     set_threads(args.threads)
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     members = [load_checkpoint(path, device) for path in args.checkpoint]
     loaded = members[0]
     for path, other in zip(args.checkpoint[1:], members[1:]):
@@ -270,11 +270,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.runtime import pick_device, set_threads
     from seq2seq.score import score_lines
-    from seq2seq.train.device import pick_device, set_threads
 
     set_threads(args.threads)
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     loaded = load_checkpoint(args.checkpoint, device)
     with _input(args.input) as source, atomic_output(args.output) as out:
         lines = score_lines(

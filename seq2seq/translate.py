@@ -15,7 +15,7 @@ from seq2seq.config import SearchConfig
 from seq2seq.data.batching import make_source_batch
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
-from seq2seq.models.precision import resolve_precision
+from seq2seq.runtime import resolve_precision
 from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
 
 
@@ -135,7 +135,7 @@ def _in_workers(decode: BatchDecoder, batches: list[list[list[int]]], workers: i
 
     A search step is many small operations, and one process with two threads keeps both
     cores busy only inside the larger matrix products; two processes of one thread each keep
-    them busy throughout (on the 2-core reference machine, 1.1-1.2x, docs/results.md). Fork
+    them busy throughout (``scripts/bench/benchmark.py --decode-workers`` measures it). Fork
     shares the loaded model copy-on-write, so workers start in milliseconds."""
     threads = max(1, torch.get_num_threads() // workers)
     pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(decode, threads))

@@ -10,7 +10,7 @@ import torch
 from seq2seq.models import matmul
 from seq2seq.models.cells import make_recurrent
 from seq2seq.models.input_feeding import Weights, input_feeding_gru
-from seq2seq.train.device import ONEDNN_CACHES, set_threads
+from seq2seq.runtime import ONEDNN_CACHES, set_threads
 from seq2seq.train.loss import projected_cross_entropy
 
 

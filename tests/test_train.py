@@ -7,9 +7,9 @@ import torch
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, SearchConfig, TrainingConfig
 from seq2seq.data.batching import Batch
+from seq2seq.errors import DeviceError
 from seq2seq.models import build_model
-from seq2seq.models.precision import resolve_precision
-from seq2seq.train.device import DeviceError, autocast, check_precision, pick_device
+from seq2seq.runtime import autocast, check_precision, pick_device, resolve_precision
 from seq2seq.train.loop import batch_loss
 from seq2seq.train.schedule import Schedule
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from seq2seq.train.device import pick_device
+from seq2seq.runtime import pick_device
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ class World:
 def init_world(device_name: str) -> tuple[World, torch.device]:
     """Join the process group that torchrun set up, if any, and pick this rank's device
     (GPU ``LOCAL_RANK`` under CUDA)."""
-    device = pick_device(device_name)
+    device = pick_device(device_name, "training.device")
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World(), device
