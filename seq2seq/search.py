@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import Tensor
 
+from seq2seq.config import check_n_best
 from seq2seq.models.seq2seq import StepOutput
 
 T = TypeVar("T", bound=tuple[Any, ...])
@@ -167,8 +168,7 @@ def beam_search(
     ``vocab``: (V',) sorted target ids to choose from (a :mod:`seq2seq.data.shortlist`; EOS
     among them).
     """
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
+    check_n_best(n_best, beam_size)
     n, k, device = src.size(0), beam_size, src.device
     limits = max_lengths(src_lengths, max_length_a, max_length_b)
     encoded = model.encode(src, src_lengths)
