@@ -9,12 +9,23 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-from seq2seq.config import COMPILE_MODES, RunConfig, SearchConfig, config_to_dict, from_dict, load_config
+import yaml
+
+from seq2seq.config import (
+    DEVICES,
+    RunConfig,
+    SearchConfig,
+    TrainingConfig,
+    check_n_best,
+    check_value,
+    field_choices,
+    load_config,
+)
 from seq2seq.errors import ConfigError, DataError, Seq2SeqError
 
 if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
@@ -57,10 +68,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="'source<TAB>target' or 'source ||| target ||| scores' lines (default: stdin)")
     p.add_argument("--output", help="the lines with total and per-token log-probability added; written atomically")
     p.add_argument("--format", default="auto", choices=["auto", "tsv", "moses"], help="auto: moses if ' ||| '")
-    p.add_argument("--batch-size", type=int, default=64, help="pairs per batch")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=_config_value(SearchConfig, "batch_size"), default=64, help="pairs per batch")
+    _add_runtime_args(p)
     return parser
+
+
+# Search flags: each overrides the search setting of its name (SearchConfig) and is checked as
+# that config key is, when the command line is parsed.
+SEARCH_FLAGS = (
+    "beam_size",
+    "n_best",
+    "batch_size",
+    "precision",
+    "compile",
+    "shortlist",
+    "shortlist_frequent",
+)
+
+
+def _config_value(cls: type[Any], name: str) -> Callable[[str], Any]:
+    """An argparse ``type``: the flag's text, read as YAML, checked as the field ``name`` of
+    the config dataclass ``cls`` is (one rule for the config file and the flag)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check_value(cls, name, yaml.safe_load(text), name)
+        except (ConfigError, yaml.YAMLError) as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{name}: ")) from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_config_value(TrainingConfig, "threads"),
+        default=0,
+        help="CPU threads (default: every core)",
+    )
+    p.add_argument("--device", default="auto", choices=DEVICES)
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
@@ -70,33 +117,29 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         nargs="+",
         help="a checkpoint written by `seq2seq train`; several make an ensemble (search settings from the first)",
     )
-    p.add_argument("--beam-size", type=int, help="1 for greedy search (default: from the checkpoint's config)")
-    p.add_argument(
-        "--n-best", type=int, help="hypotheses per sentence; translate then writes 'i ||| text ||| score' lines"
-    )
-    p.add_argument("--batch-size", type=int, help="sentences per decoding batch")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        help="bf16: autocast matrix products; auto: bf16 on GPUs that have it (default: search.precision)",
-    )
-    p.add_argument(
-        "--compile",
-        choices=COMPILE_MODES,
-        help="torch.compile the decoder's step loop (fused input-feeding GRU decoders; default: search.compile)",
-    )
-    p.add_argument(
-        "--shortlist",
-        type=int,
-        metavar="K",
-        help="decode over the K likeliest target pieces of each source piece plus the frequent ones; 0: all",
-    )
-    p.add_argument("--shortlist-frequent", type=int, metavar="F", help="frequent target pieces always in the shortlist")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
+    helps = {
+        "beam_size": "1 for greedy search",
+        "n_best": "hypotheses per sentence; translate then writes 'i ||| text ||| score' lines",
+        "batch_size": "sentences per decoding batch",
+        "precision": "bf16: autocast matrix products; auto: bf16 on GPUs that have it",
+        "compile": "torch.compile the decoder's step loop (fused input-feeding GRU decoders)",
+        "shortlist": "decode over the K likeliest target pieces of each source piece plus the frequent ones; 0: all",
+        "shortlist_frequent": "frequent target pieces always in the shortlist",
+    }
+    metavars = {"shortlist": "K", "shortlist_frequent": "F"}
+    for name in SEARCH_FLAGS:
+        kind = {"choices": field_choices(SearchConfig, name)} if name in ("precision", "compile") else {}
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=_config_value(SearchConfig, name),
+            metavar=metavars.get(name),
+            help=f"{helps[name]} (default: the checkpoint's search.{name})",
+            **kind,  # type: ignore[arg-type]
+        )
+    _add_runtime_args(p)
     p.add_argument(
         "--workers", type=int, default=1, help="decode batches in N forked processes sharing the threads (CPU only)"
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
 @contextmanager
@@ -137,13 +180,20 @@ def _read_lines(path: str) -> list[str]:
 
 def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchConfig, torch.device]:
     """The first checkpoint (config, vocabularies), the model or ensemble to search, the
-    search settings and the device."""
+    search settings (the first checkpoint's, overridden by the flags given) and the device.
+    The checks that need no checkpoint run before any is loaded."""
     from seq2seq.checkpoint import load_checkpoint
     from seq2seq.ensemble import Ensemble
     from seq2seq.runtime import pick_device, set_threads
+    from seq2seq.translate import check_shortlist, check_workers
 
+    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name) is not None}
+    if "n_best" in given and "beam_size" in given:
+        check_n_best(given["n_best"], given["beam_size"])
     set_threads(args.threads)
     device = pick_device(args.device, "--device")
+    check_workers(args.workers, device, "--workers")
+
     members = [load_checkpoint(path, device) for path in args.checkpoint]
     loaded = members[0]
     for path, other in zip(args.checkpoint[1:], members[1:]):
@@ -154,33 +204,14 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
                     "an ensemble needs models trained with the same SentencePiece models"
                 )
     model: Searchable = loaded.model if len(members) == 1 else Ensemble([m.model for m in members])
-    changes = {
-        "beam_size": args.beam_size,
-        "n_best": args.n_best,
-        "batch_size": args.batch_size,
-        "precision": args.precision,
-        "compile": args.compile,
-        "shortlist": args.shortlist,
-        "shortlist_frequent": args.shortlist_frequent,
-    }
-    # Checked like the config file's search section (an out-of-range flag names its key).
-    given = {k: v for k, v in changes.items() if v is not None}
-    search = from_dict(SearchConfig, {**config_to_dict(loaded.config.search), **given}, "search")
-    if search.n_best > search.beam_size:
-        raise ConfigError(f"--n-best {search.n_best} exceeds the beam size {search.beam_size}")
-    if search.shortlist and loaded.shortlist is None:
-        raise ConfigError(
-            f"--shortlist: {args.checkpoint[0]} has no shortlist table (written before shortlists); "
-            "add one with scripts/add_shortlist.py, or decode with --shortlist 0"
-        )
+    search = dataclasses.replace(loaded.config.search, **given)  # SearchConfig checks n_best against beam_size
+    check_shortlist(search, loaded.shortlist, args.checkpoint[0])
     if search.compile != "none":
         for path, member in zip(args.checkpoint, members):
             try:
                 member.model.decoder.compile_steps(search.compile)
             except ValueError as e:
                 raise ConfigError(f"--compile {search.compile}: {path}: {e}") from None
-    if args.workers < 1 or (args.workers > 1 and device.type != "cpu"):
-        raise ConfigError(f"--workers {args.workers}: must be 1, or more on the CPU only (device is {device.type})")
     return loaded, model, search, device
 
 
@@ -195,6 +226,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
+    with _input(args.input) as source:
+        _translate(args, source)
+
+
+def _translate(args: argparse.Namespace, source: IO[str]) -> None:
     from seq2seq.translate import attention_record, translate_lines
 
     loaded, model, search, device = _search_setup(args)
@@ -202,7 +238,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
         if loaded.config.model.decoder.type == "context":
             raise ConfigError(f"--attention-dir: {args.checkpoint[0]} has a decoder without attention (type context)")
         Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
-    with _input(args.input) as source, atomic_output(args.output) as out:
+    with atomic_output(args.output) as out:
         chunk = 1 if source.isatty() else 10_000  # interactive: answer each line at once
         read: deque[str] = deque()  # lines read but not yet answered, for the attention files
         outputs = translate_lines(
@@ -240,15 +276,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from seq2seq.evaluate import format_scores, score_corpus
     from seq2seq.translate import translate_lines
 
+    if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
+        raise ConfigError("evaluate needs --src and --ref, or --split dev|test")
+    if args.src:  # read before any checkpoint is loaded: a wrong path fails at once
+        sources, references = _read_lines(args.src), _read_lines(args.ref)
+        if len(sources) != len(references):
+            raise DataError(
+                f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}: "
+                "every source line needs exactly one reference"
+            )
     loaded, model, search, device = _search_setup(args)
     if args.split:
         sources, references = _config_corpus(loaded.config, args.split)
-    elif args.src and args.ref:
-        sources, references = _read_lines(args.src), _read_lines(args.ref)
-        if len(sources) != len(references):
-            raise ConfigError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
-    else:
-        raise ConfigError("evaluate needs --src and --ref, or --split dev|test")
     search = dataclasses.replace(search, n_best=1)
     outputs = translate_lines(
         model,
@@ -271,12 +310,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from seq2seq.checkpoint import load_checkpoint
     from seq2seq.runtime import pick_device, set_threads
+
+    with _input(args.input) as source:
+        set_threads(args.threads)
+        device = pick_device(args.device, "--device")
+        loaded = load_checkpoint(args.checkpoint, device)
+        _score(args, loaded, source, device)
+
+
+def _score(args: argparse.Namespace, loaded: Loaded, source: IO[str], device: torch.device) -> None:
     from seq2seq.score import score_lines
 
-    set_threads(args.threads)
-    device = pick_device(args.device, "--device")
-    loaded = load_checkpoint(args.checkpoint, device)
-    with _input(args.input) as source, atomic_output(args.output) as out:
+    with atomic_output(args.output) as out:
         lines = score_lines(
             loaded.model,
             source,
@@ -305,7 +350,10 @@ COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_eval
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad flag (2, after argparse's message)
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         COMMANDS[args.command](args)

@@ -33,6 +33,7 @@ def _range(default: float | int, low: float | None = None, high: float | None = 
 
 
 CORPUS_FORMATS = ("text", "tsv", "jsonl", "hf", "multi30k")
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present (seq2seq.runtime.pick_device)
 SHORTLIST_MAX = 100  # translations a checkpoint keeps per source piece (seq2seq.data.shortlist)
 SHORTLIST_FREQUENT_MAX = 2_000  # frequent target pieces it keeps
 # torch.compile modes of the fused decoder's step loop (seq2seq.models.input_feeding)
@@ -83,7 +84,7 @@ class DataConfig:
     num_proc: int = _range(1, 1)  # processes encoding subwords (datasets.map); more for big corpora
 
 
-# The names of seq2seq.models.cells.CELLS (a test keeps them equal; this module stays torch-free).
+# The recurrent cells, by the name a config gives them (seq2seq.models.cells builds each).
 CELLS = ("rnn", "gru", "lstm", "lstm_peephole", "lstmp", "layernorm_gru", "layernorm_lstm")
 
 
@@ -158,7 +159,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     seed: int = 42
-    device: str = _choice("auto", "auto", "cpu", "cuda")
+    device: str = _choice("auto", *DEVICES)
     precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
     threads: int = _range(0, 0)  # 0: every core this process may use
     # torch.compile of the decoder's step loop (the fused input-feeding GRU decoder with mlp
@@ -188,6 +189,13 @@ class TrainingConfig:
     validation_beam_size: int = _range(1, 1)  # 1: greedy
 
 
+def check_n_best(n_best: int, beam_size: int) -> None:
+    """A beam search returns at most ``beam_size`` hypotheses per sentence: the one home of
+    the rule 1 <= n_best <= beam_size, for the config, the command line and the search."""
+    if not 1 <= n_best <= beam_size:
+        raise ConfigError(f"search.n_best: {n_best} must be in 1..search.beam_size ({beam_size})")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     beam_size: int = _range(5, 1)
@@ -204,6 +212,9 @@ class SearchConfig:
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
     shortlist: int = _range(0, 0, SHORTLIST_MAX)
     shortlist_frequent: int = _range(500, 0, SHORTLIST_FREQUENT_MAX)
+
+    def __post_init__(self) -> None:  # also after dataclasses.replace
+        check_n_best(self.n_best, self.beam_size)
 
 
 @dataclass(frozen=True)
@@ -249,8 +260,6 @@ class RunConfig:
                     "cell gru, num_layers 1, attention mlp, input_feeding true, no residual, dropout_type plain); "
                     "use none"
                 )
-        if self.search.n_best > self.search.beam_size:
-            raise ConfigError(f"search.n_best: {self.search.n_best} exceeds search.beam_size ({self.search.beam_size})")
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -295,27 +304,39 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     """Build the dataclass ``cls`` from ``data``, checking every key recursively."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in fields:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(f"{where}: unknown key; valid keys here: {', '.join(fields)}")
     kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        key = f"{prefix}.{name}" if prefix else name
-        value = _convert(data[name], hints[name], key)
-        choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-        low, high = f.metadata.get("low"), f.metadata.get("high")
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-            raise ConfigError(f"{key}: {value!r} is outside {bounds}")
-        kwargs[name] = value
+    for name in fields:
+        if name in data:
+            kwargs[name] = check_value(cls, name, data[name], f"{prefix}.{name}" if prefix else name)
     return cls(**kwargs)
+
+
+def check_value(cls: type[Any], name: str, value: Any, key: str) -> Any:
+    """``value`` for the field ``name`` of the config dataclass ``cls``, converted to the
+    field's type and checked against its choices and range; :class:`ConfigError` naming
+    ``key`` otherwise. :func:`from_dict` checks every key with it, the command line its flags."""
+    (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    value = _convert(value, typing.get_type_hints(cls)[name], key)
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{key}: {value!r} is outside {bounds}")
+    return value
+
+
+def field_choices(cls: type[Any], name: str) -> tuple[str, ...]:
+    """The choices of the field ``name`` of ``cls`` (for command-line flags)."""
+    (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    choices: tuple[str, ...] = f.metadata["choices"]
+    return choices
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

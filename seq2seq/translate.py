@@ -15,8 +15,26 @@ from seq2seq.config import SearchConfig
 from seq2seq.data.batching import make_source_batch
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
+from seq2seq.errors import ConfigError
 from seq2seq.runtime import resolve_precision
 from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
+
+
+def check_workers(workers: int, device: torch.device, key: str = "workers") -> None:
+    """Decoding runs in one process, or in several forked ones on the CPU; raise
+    :class:`ConfigError` naming ``key`` otherwise."""
+    if workers < 1 or (workers > 1 and device.type != "cpu"):
+        raise ConfigError(f"{key}: {workers}: must be 1, or more on the CPU only (device is {device.type})")
+
+
+def check_shortlist(search: SearchConfig, shortlist: Shortlist | None, model: str = "this model") -> None:
+    """``search.shortlist`` selects from the table a checkpoint carries: raise
+    :class:`ConfigError` where ``model`` (its name in the message) has none."""
+    if search.shortlist and shortlist is None:
+        raise ConfigError(
+            f"search.shortlist: {search.shortlist}, but {model} has no shortlist table (written before "
+            "shortlists); add one with scripts/add_shortlist.py, or decode with shortlist 0"
+        )
 
 
 def search_batch(
@@ -69,13 +87,8 @@ def translate_ids(
     ``attention``: keep each hypothesis' attention weights. ``shortlist``: the table that
     ``search.shortlist`` selects from. ``workers`` > 1: decode batches in that many forked
     processes (CPU only), the threads shared out among them."""
-    if search.shortlist and shortlist is None:
-        raise ValueError(
-            "search.shortlist: this model has no shortlist table (checkpoints from before "
-            "shortlists); set it to 0, or add one with scripts/add_shortlist.py"
-        )
-    if workers > 1 and device.type != "cpu":
-        raise ValueError(f"workers: {workers} forked processes need the CPU (device is {device.type})")
+    check_shortlist(search, shortlist)
+    check_workers(workers, device)
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
     order = sorted((i for i in range(len(src_ids)) if src_ids[i]), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + search.batch_size] for start in range(0, len(order), search.batch_size)]

@@ -90,7 +90,7 @@ def test_train_translate_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(short.read_text(encoding="utf-8").split("\n")[:-1]) == 3
     capsys.readouterr()
     assert main([*args, "--shortlist", "101"]) == 2
-    assert "search.shortlist: 101 is outside [0, 100]" in capsys.readouterr().err
+    assert "--shortlist: 101 is outside [0, 100]" in capsys.readouterr().err
     bare = torch.load(run / "best.pt", weights_only=True)
     del bare["shortlist"]  # as written before checkpoints had one
     torch.save(bare, tmp_path / "old.pt")

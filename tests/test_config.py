@@ -1,11 +1,12 @@
 """Config loading: every error names the dotted key; every shipped config loads and builds."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from seq2seq.config import RunConfig, config_from_dict, config_to_dict, load_config
+from seq2seq.config import RunConfig, SearchConfig, check_value, config_from_dict, config_to_dict, load_config
 from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
 
@@ -61,6 +62,31 @@ def test_overrides(tmp_path: Path) -> None:
         load_config(path, ["training.lr=1"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(path, ["training.learning_rate"])
+
+
+def test_n_best_rule_holds_however_a_search_config_is_made() -> None:
+    """One rule, checked at construction: from a file, by replace (command-line flags) and
+    by the search itself."""
+    import torch
+
+    from seq2seq.search import beam_search
+
+    with pytest.raises(ConfigError, match=r"search\.n_best: 6 must be in 1\.\.search\.beam_size \(5\)"):
+        dataclasses.replace(SearchConfig(), n_best=6)
+    with pytest.raises(ConfigError, match=r"search\.n_best: 3 must be in 1\.\.search\.beam_size \(2\)"):
+        src = torch.zeros(1, 1, dtype=torch.long)
+        beam_search(torch.nn.Module(), src, torch.ones(1), beam_size=2, bos=1, eos=2, n_best=3)  # type: ignore[arg-type]
+    assert dataclasses.replace(SearchConfig(), beam_size=2, n_best=2).n_best == 2
+
+
+def test_check_value_is_the_loaders_check() -> None:
+    assert check_value(SearchConfig, "beam_size", 3, "x") == 3
+    alpha = check_value(SearchConfig, "alpha", 1, "x")
+    assert alpha == 1.0 and isinstance(alpha, float)
+    with pytest.raises(ConfigError, match=r"--beam-size: 0 is outside \[1, inf\]"):
+        check_value(SearchConfig, "beam_size", 0, "--beam-size")
+    with pytest.raises(ConfigError, match=r"search\.precision: 'fp16' is not one of auto, fp32, bf16"):
+        check_value(SearchConfig, "precision", "fp16", "search.precision")
 
 
 def test_plain_data_round_trip() -> None:

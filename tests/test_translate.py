@@ -5,6 +5,7 @@ import torch
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, SearchConfig
 from seq2seq.data.subwords import Vocab, train_sentencepiece
+from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
 from seq2seq.translate import translate_lines
 
@@ -51,11 +52,11 @@ def test_forked_workers_equal_one_process(setup: tuple[torch.nn.Module, Vocab]) 
         for n in translate_lines(model, LINES, search, vocab, vocab, cpu, workers=2)
     ]
     assert one == two
-    with pytest.raises(ValueError, match="need the CPU"):
+    with pytest.raises(ConfigError, match="more on the CPU only"):
         list(translate_lines(model, LINES, search, vocab, vocab, torch.device("meta"), workers=2))
 
 
 def test_shortlist_needs_a_table(setup: tuple[torch.nn.Module, Vocab]) -> None:
     model, vocab = setup
-    with pytest.raises(ValueError, match="no shortlist table"):
+    with pytest.raises(ConfigError, match="no shortlist table"):
         list(translate_lines(model, LINES, SearchConfig(shortlist=5), vocab, vocab, torch.device("cpu")))
