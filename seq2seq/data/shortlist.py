@@ -2,12 +2,12 @@
 makes likely, not over the whole vocabulary.
 
 In a beam search step of the reference model the output projection onto 8,000 pieces and
-the softmax, top-k and score arithmetic over them take about a third of the time. Following
+the softmax, top-k and score arithmetic over them take a large part of the time. Following
 Jean et al. (2015, §3.2, "candidate list") and L'Hostis et al. (2016), a batch's candidates
 are the most frequent target pieces plus, for every piece of its sources, the target pieces
 that co-occur with it most strongly in the training pairs. The softmax is then normalised
 over the candidates only, so scores are not the full model's and a translation may differ
-where the full vocabulary would have chosen a piece outside the list (docs/results.md has
+where the full vocabulary would have chosen a piece outside the list (docs/benchmarks.md has
 the BLEU and speed it buys). ``search.shortlist: 0`` decodes over the full vocabulary.
 
 Strength is c(s, t)² / (c(s) c(t)) over sentence co-occurrence counts, the product of the
