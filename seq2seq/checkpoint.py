@@ -10,6 +10,8 @@ with ``torch.load(weights_only=True)`` and is all that ``translate`` needs::
 (``shortlist``, the table of :mod:`seq2seq.data.shortlist`, is absent from checkpoints
 written before it existed: they load with ``shortlist=None``.)
 
+:func:`write_checkpoint` is the one writer of this format (training, ``seq2seq average``
+and ``scripts/add_shortlist.py`` all go through it) and :func:`read_checkpoint` its reader.
 Writes are atomic (temporary file, fsync, rename): a crash leaves the old file intact.
 """
 
@@ -33,13 +35,45 @@ FORMAT = 1
 
 
 @dataclass
+class Stored:
+    """What one checkpoint file holds, as data: the run config, the two SentencePiece
+    models, the model's weights (a state dict on the CPU), the training state to resume
+    from (``None`` in ``best.pt`` and averages) and the shortlist table, if any."""
+
+    config: RunConfig
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    weights: dict[str, torch.Tensor]
+    train_state: dict[str, Any] | None = None
+    shortlist: Shortlist | None = None
+
+
+@dataclass
 class Loaded:
+    """A checkpoint ready to decode: its model built, on a device, in eval mode."""
+
     config: RunConfig
     model: Seq2Seq
     src_vocab: Vocab
     tgt_vocab: Vocab
     train_state: dict[str, Any] | None
     shortlist: Shortlist | None = None
+
+
+def write_checkpoint(path: str | Path, stored: Stored) -> None:
+    """Write ``stored`` to ``path`` atomically (creating its directory)."""
+    payload = {
+        "format": FORMAT,
+        "config": config_to_dict(stored.config),
+        "vocabs": {"src": stored.src_vocab.model_proto, "tgt": stored.tgt_vocab.model_proto},
+        "model": stored.weights,
+        "train_state": stored.train_state,
+        "shortlist": None if stored.shortlist is None else stored.shortlist.to_data(),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        torch.save(payload, f)
 
 
 def save_checkpoint(
@@ -51,45 +85,45 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     shortlist: Shortlist | None = None,
 ) -> None:
-    payload = {
-        "format": FORMAT,
-        "config": config_to_dict(config),
-        "vocabs": {"src": src_vocab.model_proto, "tgt": tgt_vocab.model_proto},
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "train_state": train_state,
-        "shortlist": None if shortlist is None else shortlist.to_data(),
-    }
-    atomic_save(payload, Path(path))
+    """Write ``model``'s weights (copied to the CPU) with the rest of a run's state."""
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_checkpoint(path, Stored(config, src_vocab, tgt_vocab, weights, train_state, shortlist))
 
 
-def atomic_save(payload: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as f:
-        torch.save(payload, f)
-
-
-def read_payload(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's plain data, on the CPU; :class:`CheckpointError` if it is none."""
+def read_checkpoint(path: str | Path) -> Stored:
+    """One checkpoint's content, on the CPU; :class:`CheckpointError` naming ``path`` if the
+    file is missing, unreadable, of another format or holds an invalid config."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable seq2seq checkpoint ({e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a seq2seq checkpoint of format {FORMAT}")
-    return payload
+    try:
+        config = config_from_dict(payload["config"])
+        table = payload.get("shortlist")
+        return Stored(
+            config,
+            Vocab(payload["vocabs"]["src"]),
+            Vocab(payload["vocabs"]["tgt"]),
+            dict(payload["model"]),
+            payload.get("train_state"),
+            None if table is None else Shortlist.from_data(table),
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # ConfigError, SentencePiece's errors
+        raise CheckpointError(f"{path}: a damaged seq2seq checkpoint ({type(e).__name__}: {e})") from e
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loaded:
     """Rebuild config, model (in eval mode, on ``device``) and vocabularies from one file."""
-    payload = read_payload(path)
-    config = config_from_dict(payload["config"])
-    src_vocab, tgt_vocab = Vocab(payload["vocabs"]["src"]), Vocab(payload["vocabs"]["tgt"])
-    model = build_model(config.model, len(src_vocab), len(tgt_vocab), padding_idx=src_vocab.pad_id)
-    model.load_state_dict(payload["model"])
+    stored = read_checkpoint(path)
+    src_vocab, tgt_vocab = stored.src_vocab, stored.tgt_vocab
+    model = build_model(stored.config.model, len(src_vocab), len(tgt_vocab), padding_idx=src_vocab.pad_id)
+    model.load_state_dict(stored.weights)
     model.to(device).eval()
-    table = payload.get("shortlist")
-    shortlist = None if table is None else Shortlist.from_data(table)
-    return Loaded(config, model, src_vocab, tgt_vocab, payload.get("train_state"), shortlist)
+    return Loaded(stored.config, model, src_vocab, tgt_vocab, stored.train_state, stored.shortlist)

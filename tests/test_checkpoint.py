@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import Stored, load_checkpoint, read_checkpoint, save_checkpoint, write_checkpoint
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
 from seq2seq.data.subwords import Vocab, train_sentencepiece
 from seq2seq.errors import CheckpointError
@@ -43,18 +43,38 @@ def test_round_trip_gives_identical_translations(tmp_path: Path, vocab: Vocab) -
     assert [[t for t, _ in n] for n in before] == [[t for t, _ in n] for n in after]
 
 
-def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+def test_failed_write_keeps_the_old_file(tmp_path: Path, vocab: Vocab) -> None:
     path = tmp_path / "last.pt"
-    atomic_save({"step": 1}, path)
+    stored = Stored(RunConfig(), vocab, vocab, {"w": torch.ones(2)}, {"step": 1})
+    write_checkpoint(path, stored)
 
     class Unpicklable:
         def __reduce__(self) -> tuple:
             raise RuntimeError("disk full")
 
+    stored.train_state = {"step": 2, "bad": Unpicklable()}
     with pytest.raises(RuntimeError, match="disk full"):
-        atomic_save({"step": 2, "bad": Unpicklable()}, path)
-    assert torch.load(path, weights_only=True) == {"step": 1}
+        write_checkpoint(path, stored)
+    assert read_checkpoint(path).train_state == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_read_checkpoint_round_trips_plain_data(tmp_path: Path, vocab: Vocab) -> None:
+    """What write_checkpoint writes, read_checkpoint returns; a damaged payload is refused by name."""
+    stored = Stored(RunConfig(), vocab, vocab, {"w": torch.arange(3.0)}, None)
+    write_checkpoint(tmp_path / "a.pt", stored)
+    back = read_checkpoint(tmp_path / "a.pt")
+    assert back.config == stored.config and back.train_state is None and back.shortlist is None
+    assert back.src_vocab.model_proto == vocab.model_proto and torch.equal(back.weights["w"], stored.weights["w"])
+    payload = torch.load(tmp_path / "a.pt", weights_only=True)
+    payload["config"]["search"]["beam_size"] = 0
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*search\.beam_size"):
+        read_checkpoint(tmp_path / "bad.pt")
+    del payload["vocabs"]
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_checkpoint(tmp_path / "bad.pt")
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", None])

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seq2seq.config import CorpusConfig, DataConfig
 from seq2seq.data.batching import ParallelData, filter_pairs, to_parallel_data
 from seq2seq.data.shortlist import Shortlist, build_shortlist
 from seq2seq.data.sources import load_corpus
 from seq2seq.data.subwords import Vocab, encode_dataset, prepare_vocabs
+
+if TYPE_CHECKING:
+    import datasets
 
 
 @dataclass
@@ -48,13 +52,20 @@ def prepare_data(config: DataConfig, run_dir: Path, seed: int) -> RunData:
     and count the shortlist table on the training pairs."""
     train_raw = load_corpus(config.train, config.src_lang, config.tgt_lang)
     src_vocab, tgt_vocab = prepare_vocabs(train_raw, config.subwords, run_dir, seed=seed)
-    train = filter_pairs(
-        to_parallel_data(
-            encode_dataset(train_raw, src_vocab, tgt_vocab, config.num_proc), max(len(src_vocab), len(tgt_vocab))
-        ),
-        max_length=config.max_length,
-        name=corpus_name(config.train),
-    )
+    train = training_pairs(train_raw, config, src_vocab, tgt_vocab)
     dev = load_eval_set(config.dev, config, src_vocab, tgt_vocab)
     shortlist = build_shortlist(train, len(src_vocab), len(tgt_vocab))
     return RunData(train, dev, src_vocab, tgt_vocab, shortlist)
+
+
+def training_pairs(train_raw: datasets.Dataset, config: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> ParallelData:
+    """The training corpus as a run trains on it: encoded and length-filtered."""
+    encoded = encode_dataset(train_raw, src_vocab, tgt_vocab, config.num_proc)
+    pairs = to_parallel_data(encoded, max(len(src_vocab), len(tgt_vocab)))
+    return filter_pairs(pairs, max_length=config.max_length, name=corpus_name(config.train))
+
+
+def count_shortlist(config: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> Shortlist:
+    """The shortlist table that training with ``config`` and these vocabularies counts."""
+    train = training_pairs(load_corpus(config.train, config.src_lang, config.tgt_lang), config, src_vocab, tgt_vocab)
+    return build_shortlist(train, len(src_vocab), len(tgt_vocab))

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.checkpoint import Loaded, load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import Stored, read_checkpoint, save_checkpoint
 from seq2seq.config import RunConfig, dump_config
 from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
@@ -161,11 +161,11 @@ class Trainer:
             "progress": {k: getattr(p, k) for k in p.__dataclass_fields__},
         }
 
-    def restore(self, loaded: Loaded, path: Path) -> None:
-        state = loaded.train_state
+    def restore(self, stored: Stored, path: Path) -> None:
+        state = stored.train_state
         if state is None:
             raise RunDirError(f"{path}: holds no training state to resume from")
-        self.model.load_state_dict(loaded.model.state_dict())
+        self.model.load_state_dict(stored.weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -363,7 +363,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
         if world.is_main:
             open_run_dir(run_dir, resume, overwrite)
         world.barrier()
-        resumed = load_checkpoint(run_dir / "last.pt") if resume else None
+        resumed = read_checkpoint(run_dir / "last.pt") if resume else None
         if resumed is not None:
             check_resumable(resumed.config, config, run_dir)
         precision = resolve_precision(tc.precision, device)
