@@ -109,13 +109,24 @@ def test_readme_is_short() -> None:
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) < 150
 
 
+def anchors(markdown: str) -> set[str]:
+    """The fragment names of a Markdown file's headings, as GitHub makes them."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)  # not comments in code
+    headings = re.findall(r"^#+ (.+)$", prose, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("doc", ["README.md", *(str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("docs/*.md")))])
 def test_relative_links_resolve(doc: str) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
-        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+        if re.match(r"[a-z]+:", target):
             continue
-        assert (ROOT / doc).parent.joinpath(target.split("#")[0]).exists(), f"{doc}: broken link {target}"
+        path, _, fragment = target.partition("#")
+        file = (ROOT / doc).parent / path if path else ROOT / doc
+        assert file.exists(), f"{doc}: broken link {target}"
+        if fragment and file.suffix == ".md":
+            assert fragment in anchors(file.read_text(encoding="utf-8")), f"{doc}: no heading for {target}"
 
 
 # A number with a unit of time, memory, speed or a ratio: what a measurement leaves behind.
