@@ -113,8 +113,9 @@ def _id_chunks(ds: datasets.Dataset) -> Iterator[dict[str, pa.ListArray]]:
 
     Where ``ds`` is exactly its Arrow cache files (no index mapping, no dropped rows), they
     are read as streams with plain reads: a memory map would leave every page it touched
-    resident in this process until the dataset is closed, about 1 GB of RSS for 5 million
-    pairs (docs/results.md), while read pages stay in the kernel's reclaimable page cache."""
+    resident in this process until the dataset is closed, a large part of the peak RSS at
+    millions of pairs (``scripts/bench/benchmark.py --data-scale`` measures it), while read
+    pages stay in the kernel's reclaimable page cache."""
     import pyarrow as pa
 
     names = ["src_ids", "tgt_ids"]
@@ -184,7 +185,7 @@ def plan_batches(
     tgt = np.asarray(tgt_lengths, dtype=np.int64)
     rng = np.random.default_rng(seed) if seed is not None else None
     # One integer key per pair; with lengths up to 255 it fits 16 bits, where numpy's
-    # stable sort is a radix sort (~10x faster than lexsort on millions of pairs).
+    # stable sort is a radix sort (much faster than lexsort on millions of pairs).
     key = src * (int(tgt.max(initial=0)) + 1) + tgt
     max_key = int(key.max(initial=0))
     key = key.astype(np.uint16 if max_key < 2**16 else np.uint32 if max_key < 2**32 else np.int64)
