@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="translations (default: stdout); written atomically")
     p.add_argument(
         "--attention-dir",
-        help="write each line's attention weights (best hypothesis) to DIR/LINE.json, for scripts/plot_attention.py",
+        help="write each line's attention weights (best hypothesis) to DIR/LINE.json, for seq2seq plot-attention",
     )
 
     p = sub.add_parser("evaluate", help="translate a source file and score it with sacreBLEU")
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "tsv", "moses"], help="auto: moses if ' ||| '")
     p.add_argument("--batch-size", type=_config_value(SearchConfig, "batch_size"), default=64, help="pairs per batch")
     _add_runtime_args(p)
+
+    p = sub.add_parser("average", help="average the weights of checkpoints of one model (Vaswani et al. 2017)")
+    p.add_argument("checkpoints", nargs="*", type=Path, metavar="CKPT", help="checkpoints to average")
+    p.add_argument("--run-dir", type=Path, help="instead: the --last N RUN_DIR/ckpt-*.pt with the highest steps")
+    p.add_argument("--last", type=int, metavar="N", help="how many checkpoints of --run-dir")
+    p.add_argument("--output", type=Path, required=True, help="the averaged checkpoint; written atomically")
+
+    p = sub.add_parser("plot-attention", help="draw a file of translate --attention-dir as a PNG (needs matplotlib)")
+    p.add_argument("json", type=Path, metavar="JSON", help="one DIR/LINE.json of translate --attention-dir")
+    p.add_argument("--output", type=Path, required=True, metavar="PNG", help="the image; written atomically")
+    p.add_argument("--dpi", type=int, default=150)
     return parser
 
 
@@ -346,7 +357,49 @@ def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]
     return ds["src"], ds["tgt"]
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "score": cmd_score}
+def cmd_average(args: argparse.Namespace) -> None:
+    if args.run_dir is not None:
+        if args.checkpoints:
+            raise ConfigError("give either CKPT files or --run-dir, not both")
+        if args.last is None or args.last < 1:
+            raise ConfigError("--run-dir needs --last N with N >= 1")
+    elif not args.checkpoints:
+        raise ConfigError("give CKPT files, or --run-dir DIR --last N")
+    elif args.last is not None:
+        raise ConfigError("--last goes with --run-dir")
+    from seq2seq.average import average_checkpoints, checkpoint_step, run_dir_checkpoints
+    from seq2seq.checkpoint import write_checkpoint
+
+    paths = run_dir_checkpoints(args.run_dir, args.last) if args.run_dir is not None else args.checkpoints
+    stored = average_checkpoints(paths)
+    write_checkpoint(args.output, stored)
+    averaged = [v for v in stored.weights.values() if v.is_floating_point()]
+    print(f"averaged {len(paths)} checkpoint(s):")
+    for path in paths:
+        step = checkpoint_step(path)
+        print(f"  {path}" + (f" (step {step})" if step is not None else ""))
+    print(
+        f"{len(averaged)} floating-point tensors ({sum(v.numel() for v in averaged):,} values) averaged, "
+        f"{len(stored.weights) - len(averaged)} integer/bool buffers copied -> {args.output}"
+    )
+
+
+def cmd_plot_attention(args: argparse.Namespace) -> None:
+    from seq2seq.attention_plot import plot_attention, read_attention
+
+    att = read_attention(args.json)
+    plot_attention(att, args.output, args.dpi, title=None if att.line is not None else args.json.name)
+    print(f"{args.json} -> {args.output} ({len(att.target)} target x {len(att.source)} source pieces)")
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "translate": cmd_translate,
+    "evaluate": cmd_evaluate,
+    "score": cmd_score,
+    "average": cmd_average,
+    "plot-attention": cmd_plot_attention,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -365,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"seq2seq {args.command}: error: input is not valid UTF-8 ({e.reason}); convert it, e.g. with iconv",
             file=sys.stderr,
         )
+        return 2
+    except OSError as e:  # e.g. an output that cannot be written
+        print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"seq2seq {args.command}: interrupted", file=sys.stderr)

@@ -32,3 +32,7 @@ class DeviceError(Seq2SeqError, RuntimeError):
 
 class RunDirError(Seq2SeqError, RuntimeError):
     """The run directory cannot be used as asked (exists, or has nothing to resume)."""
+
+
+class MissingExtraError(Seq2SeqError, ImportError):
+    """An optional dependency is not installed; the message names the package and the extra."""

@@ -181,7 +181,7 @@ def translate_lines(
 
 
 def attention_record(line: int, source: str, hyp: Hypothesis, src_vocab: Vocab, tgt_vocab: Vocab) -> dict[str, Any]:
-    """What ``translate --attention-dir`` writes and ``scripts/plot_attention.py`` draws:
+    """What ``translate --attention-dir`` writes and ``seq2seq plot-attention`` draws:
     source and target pieces (EOS included) and the weights, one row per target piece."""
     assert hyp.attention is not None
     src_pieces = [*src_vocab.pieces(src_vocab.encode([source.strip()])[0]), "</s>"]

@@ -267,10 +267,7 @@ def test_attention_model_checkpoints_ensemble_and_attention_files(tmp_path: Path
     torch.testing.assert_close(weights.sum(-1), torch.ones(len(record["target"])), atol=1e-4, rtol=0)
 
     averaged = tmp_path / "avg.pt"
-    script = ROOT / "scripts" / "average_checkpoints.py"
-    subprocess.run(
-        [sys.executable, str(script), "--run-dir", str(run), "--last", "2", "--output", str(averaged)], check=True
-    )
+    assert main(["average", "--run-dir", str(run), "--last", "2", "--output", str(averaged)]) == 0
     assert main(["translate", "--checkpoint", str(averaged), "--input", str(src), "--output", str(out)]) == 0
 
 

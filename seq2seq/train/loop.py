@@ -311,7 +311,7 @@ class Trainer:
         )
         if improved:
             self.save("best.pt", with_state=False)
-        if tc.keep_checkpoints:  # for scripts/average_checkpoints.py
+        if tc.keep_checkpoints:  # for seq2seq average
             self.save(f"ckpt-{p.step:07d}.pt", with_state=False)
             for old in sorted(self.run_dir.glob("ckpt-*.pt"))[: -tc.keep_checkpoints]:
                 old.unlink()

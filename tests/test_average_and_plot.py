@@ -1,42 +1,28 @@
-"""scripts/average_checkpoints.py and scripts/plot_attention.py: the average is the element-wise
-mean and translates; incompatible inputs and malformed attention files give exit code 2 and a
-message naming the file and the key."""
+"""`seq2seq average` and `seq2seq plot-attention`: the average is the element-wise mean and
+translates; incompatible inputs and malformed attention files give exit code 2 and a message
+naming the file and the key; nothing half-written is left behind."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.average import average_checkpoints
+from seq2seq.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from seq2seq.cli import main
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
 from seq2seq.data.subwords import Vocab, train_sentencepiece
+from seq2seq.errors import CheckpointError
 from seq2seq.models import build_model
 from seq2seq.translate import translate_lines
 
-ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [f"ein {w} sieht {v} im Park" for w in ("Hund", "Mann", "Kind") for v in ("Vögel", "Bälle")] * 5
-
-
-def load_script(name: str) -> ModuleType:
-    """Import ``scripts/{name}.py`` (a directory of scripts, not a package) to call its ``main``."""
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-average = load_script("average_checkpoints")
-plot = load_script("plot_attention")
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +54,18 @@ def test_average_of_two_is_the_mean_and_translates(
     a = save_tiny(tmp_path / "a.pt", vocab, seed=1)
     b = save_tiny(tmp_path / "b.pt", vocab, seed=2)
     out = tmp_path / "avg.pt"
-    assert average.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--output", str(out)]) == 0
+    assert main(["average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--output", str(out)]) == 0
     assert "averaged 2 checkpoint(s)" in capsys.readouterr().out
 
-    payload = torch.load(out, weights_only=True)
-    assert payload["train_state"] is None
-    assert payload["config"] == torch.load(tmp_path / "a.pt", weights_only=True)["config"]
-    assert payload["model"].keys() == a.keys()
+    stored = read_checkpoint(out)
+    assert stored.train_state is None
+    assert stored.config == read_checkpoint(tmp_path / "a.pt").config
+    assert stored.weights.keys() == a.keys()
     assert not torch.equal(a["generator.weight"], b["generator.weight"])  # two different models
     for key in a:
-        torch.testing.assert_close(payload["model"][key], (a[key] + b[key]) / 2, msg=key)
+        torch.testing.assert_close(stored.weights[key], (a[key] + b[key]) / 2, msg=key)
 
     loaded = load_checkpoint(out)
-    assert loaded.train_state is None
     lines = ["ein Hund sieht Vögel", "", "ein Kind im Park"]
     results = list(translate_lines(loaded.model, lines, loaded.config.search, vocab, vocab, torch.device("cpu")))
     assert len(results) == 3 and all(isinstance(text, str) for n_best in results for text, _ in n_best)
@@ -88,10 +73,10 @@ def test_average_of_two_is_the_mean_and_translates(
 
 def test_average_of_one_reproduces_it(tmp_path: Path, vocab: Vocab) -> None:
     weights = save_tiny(tmp_path / "a.pt", vocab, seed=3)
-    assert average.main([str(tmp_path / "a.pt"), "--output", str(tmp_path / "same.pt")]) == 0
-    payload = torch.load(tmp_path / "same.pt", weights_only=True)
+    assert main(["average", str(tmp_path / "a.pt"), "--output", str(tmp_path / "same.pt")]) == 0
+    stored = read_checkpoint(tmp_path / "same.pt")
     for key, value in weights.items():
-        assert torch.equal(payload["model"][key], value), key
+        assert torch.equal(stored.weights[key], value), key
 
 
 def test_another_architecture_is_refused_by_key(
@@ -100,7 +85,7 @@ def test_another_architecture_is_refused_by_key(
     save_tiny(tmp_path / "a.pt", vocab, seed=1)
     save_tiny(tmp_path / "wide.pt", vocab, seed=2, config=tiny_config(hidden_size=12))
     out = tmp_path / "avg.pt"
-    assert average.main([str(tmp_path / "a.pt"), str(tmp_path / "wide.pt"), "--output", str(out)]) == 2
+    assert main(["average", str(tmp_path / "a.pt"), str(tmp_path / "wide.pt"), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "model.encoder.hidden_size" in err and "wide.pt" in err
     assert not out.exists()
@@ -109,7 +94,7 @@ def test_another_architecture_is_refused_by_key(
     payload = torch.load(tmp_path / "a.pt", weights_only=True)
     payload["model"]["generator.bias"] = torch.zeros(3)
     torch.save(payload, tmp_path / "edited.pt")
-    assert average.main([str(tmp_path / "a.pt"), str(tmp_path / "edited.pt"), "--output", str(out)]) == 2
+    assert main(["average", str(tmp_path / "a.pt"), str(tmp_path / "edited.pt"), "--output", str(out)]) == 2
     assert "generator.bias" in capsys.readouterr().err
     assert not out.exists()
 
@@ -122,10 +107,9 @@ def test_integer_buffers_are_copied_and_must_agree(tmp_path: Path, vocab: Vocab)
         payload["model"]["norm.num_batches_tracked"] = torch.tensor(count)
         paths.append(tmp_path / f"{i}.pt")
         torch.save(payload, paths[-1])
-    result = average.average_checkpoints(paths[:2])
-    assert result["model"]["norm.num_batches_tracked"].item() == 7
-    with pytest.raises(average.AverageError, match=re.escape("norm.num_batches_tracked")):
-        average.average_checkpoints(paths)
+    assert average_checkpoints(paths[:2]).weights["norm.num_batches_tracked"].item() == 7
+    with pytest.raises(CheckpointError, match=re.escape("norm.num_batches_tracked")):
+        average_checkpoints(paths)
 
 
 def test_run_dir_last_takes_the_highest_steps(tmp_path: Path, vocab: Vocab, capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,15 +117,30 @@ def test_run_dir_last_takes_the_highest_steps(tmp_path: Path, vocab: Vocab, caps
     weights = {step: save_tiny(run / f"ckpt-{step:07d}.pt", vocab, seed=step) for step in (100, 900, 1000)}
     save_tiny(run / "last.pt", vocab, seed=5)  # not a ckpt-*.pt: never picked
     out = tmp_path / "avg.pt"
-    assert average.main(["--run-dir", str(run), "--last", "2", "--output", str(out)]) == 0
+    assert main(["average", "--run-dir", str(run), "--last", "2", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "step 900" in printed and "step 1000" in printed and "step 100)" not in printed
-    payload = torch.load(out, weights_only=True)
+    stored = read_checkpoint(out)
     for key in weights[100]:
-        torch.testing.assert_close(payload["model"][key], (weights[900][key] + weights[1000][key]) / 2, msg=key)
+        torch.testing.assert_close(stored.weights[key], (weights[900][key] + weights[1000][key]) / 2, msg=key)
 
-    assert average.main(["--run-dir", str(run), "--last", "4", "--output", str(out)]) == 2
+    assert main(["average", "--run-dir", str(run), "--last", "4", "--output", str(out)]) == 2
     assert "found 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--output", "x.pt"], "give CKPT files"),
+        (["a.pt", "--run-dir", "r", "--last", "1", "--output", "x.pt"], "not both"),
+        (["--run-dir", "r", "--output", "x.pt"], "--last N"),
+        (["a.pt", "--last", "2", "--output", "x.pt"], "--last goes with --run-dir"),
+        (["missing.pt", "--output", "x.pt"], "missing.pt: no such checkpoint"),
+    ],
+)
+def test_average_flags_are_checked(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["average", *args]) == 2
+    assert needle in capsys.readouterr().err
 
 
 def write_attention(path: Path, rows: int = 4, cols: int = 5) -> None:
@@ -155,7 +154,7 @@ def test_plot_attention_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     write_attention(tmp_path / "000000.json")
     out = tmp_path / "plots" / "000000.png"
-    assert plot.main([str(tmp_path / "000000.json"), "--output", str(out), "--dpi", "50"]) == 0
+    assert main(["plot-attention", str(tmp_path / "000000.json"), "--output", str(out), "--dpi", "50"]) == 0
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert sorted(p.name for p in out.parent.iterdir()) == ["000000.png"]  # no temporary file left
 
@@ -167,19 +166,23 @@ def test_malformed_attention_is_refused_by_file(tmp_path: Path, capsys: pytest.C
     data["weights"][2] = data["weights"][2][:-1]  # one column short
     bad.write_text(json.dumps(data), encoding="utf-8")
     out = tmp_path / "x.png"
-    assert plot.main([str(bad), "--output", str(out)]) == 2
+    assert main(["plot-attention", str(bad), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "row 2" in err
     assert not out.exists()
 
-    # Through the command line too (no torch import: fast), with text that is not JSON.
+    # Through the command line too, with text that is not JSON; the command imports no torch.
     bad.write_text("{not json", encoding="utf-8")
+    probe = (
+        "import sys; from seq2seq.cli import main; code = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'plot-attention imported torch'; sys.exit(code)"
+    )
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/plot_attention.py"), str(bad), "--output", str(out)],
+        [sys.executable, "-c", probe, "plot-attention", str(bad), "--output", str(out)],
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 2 and str(bad) in proc.stderr and "not valid JSON" in proc.stderr
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "not valid JSON" in proc.stderr, proc.stderr
 
 
 def test_missing_matplotlib_says_how_to_install(
@@ -189,5 +192,7 @@ def test_missing_matplotlib_says_how_to_install(
     # A None entry in sys.modules makes the import raise ImportError, as if not installed.
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
-    assert plot.main([str(tmp_path / "a.json"), "--output", str(tmp_path / "a.png")]) == 2
-    assert "pip install matplotlib (or seq2seq[plot])" in capsys.readouterr().err
+    assert main(["plot-attention", str(tmp_path / "a.json"), "--output", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib is not installed" in err and "[plot]" in err
+    assert not (tmp_path / "a.png").exists()
