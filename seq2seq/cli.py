@@ -91,6 +91,7 @@ SEARCH_FLAGS = (
     "n_best",
     "batch_size",
     "precision",
+    "kernels",
     "compile",
     "shortlist",
     "shortlist_frequent",
@@ -133,6 +134,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         "n_best": "hypotheses per sentence; translate then writes 'i ||| text ||| score' lines",
         "batch_size": "sentences per decoding batch",
         "precision": "bf16: autocast matrix products; auto: bf16 on GPUs that have it",
+        "kernels": "true: the fast paths of seq2seq.kernels; false: the plain model alone",
         "compile": "torch.compile the decoder's step loop (fused input-feeding GRU decoders)",
         "shortlist": "decode over the K likeliest target pieces of each source piece plus the frequent ones; 0: all",
         "shortlist_frequent": "frequent target pieces always in the shortlist",
@@ -195,6 +197,7 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
     The checks that need no checkpoint run before any is loaded."""
     from seq2seq.checkpoint import load_checkpoint
     from seq2seq.ensemble import Ensemble
+    from seq2seq.kernels import accelerate
     from seq2seq.runtime import pick_device, set_threads
     from seq2seq.translate import check_shortlist, check_workers
 
@@ -217,10 +220,10 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
     model: Searchable = loaded.model if len(members) == 1 else Ensemble([m.model for m in members])
     search = dataclasses.replace(loaded.config.search, **given)  # SearchConfig checks n_best against beam_size
     check_shortlist(search, loaded.shortlist, args.checkpoint[0])
-    if search.compile != "none":
+    if search.kernels:
         for path, member in zip(args.checkpoint, members):
             try:
-                member.model.decoder.compile_steps(search.compile)
+                accelerate(member.model, search.compile)
             except ValueError as e:
                 raise ConfigError(f"--compile {search.compile}: {path}: {e}") from None
     return loaded, model, search, device
@@ -320,12 +323,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.kernels import accelerate
     from seq2seq.runtime import pick_device, set_threads
 
     with _input(args.input) as source:
         set_threads(args.threads)
         device = pick_device(args.device, "--device")
         loaded = load_checkpoint(args.checkpoint, device)
+        if loaded.config.search.kernels:
+            accelerate(loaded.model)
         _score(args, loaded, source, device)
 
 

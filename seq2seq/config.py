@@ -36,7 +36,7 @@ CORPUS_FORMATS = ("text", "tsv", "jsonl", "hf", "multi30k")
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present (seq2seq.runtime.pick_device)
 SHORTLIST_MAX = 100  # translations a checkpoint keeps per source piece (seq2seq.data.shortlist)
 SHORTLIST_FREQUENT_MAX = 2_000  # frequent target pieces it keeps
-# torch.compile modes of the fused decoder's step loop (seq2seq.models.input_feeding)
+# torch.compile modes of the fused decoder's step loop (seq2seq.kernels.input_feeding)
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 
 
@@ -133,17 +133,33 @@ class DecoderConfig:
     dropout_type: str = _choice("plain", "plain", "variational")
 
 
-def fused_decoder(dec: DecoderConfig) -> bool:
-    """Whether ``dec`` runs as the fused loop of :mod:`seq2seq.models.input_feeding` (the
-    condition of ``LuongDecoder.fused``, which a test keeps in step with this one)."""
+# What fused_decoder asks for, as the error messages say it.
+FUSED_DECODER = (
+    "model.decoder: type luong, cell gru, num_layers 1, attention mlp, input_feeding true, no residual, "
+    "dropout_type plain"
+)
+
+
+def fused_decoder(
+    decoder_type: str,
+    cell: str,
+    num_layers: int,
+    attention: str,
+    input_feeding: bool,
+    residual: bool,
+    variational: bool,
+) -> bool:
+    """Whether a decoder with these settings runs as the fused input-feeding loop
+    (:mod:`seq2seq.kernels.decoder`), which alone has a compiled step loop. The one statement
+    of that rule: the config's checks and the kernel's ``supports`` both call it."""
     return (
-        dec.type == "luong"
-        and dec.input_feeding
-        and dec.cell == "gru"
-        and dec.num_layers == 1
-        and dec.attention == "mlp"
-        and dec.dropout_type == "plain"
-        and not dec.residual
+        decoder_type == "luong"
+        and input_feeding
+        and cell == "gru"
+        and num_layers == 1
+        and attention == "mlp"
+        and not residual
+        and not variational
     )
 
 
@@ -162,6 +178,9 @@ class TrainingConfig:
     device: str = _choice("auto", *DEVICES)
     precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
     threads: int = _range(0, 0)  # 0: every core this process may use
+    # The fast paths of seq2seq.kernels (same equations, same results up to rounding); false runs
+    # the plain model of seq2seq.models alone
+    kernels: bool = True
     # torch.compile of the decoder's step loop (the fused input-feeding GRU decoder with mlp
     # attention only); reduce-overhead: also CUDA graphs on GPUs
     compile: str = _choice("none", *COMPILE_MODES)
@@ -188,6 +207,16 @@ class TrainingConfig:
     patience: int = _range(0, 0)  # validations without improvement; 0: never stop early
     validation_beam_size: int = _range(1, 1)  # 1: greedy
 
+    def __post_init__(self) -> None:
+        check_compile("training", self.compile, self.kernels)
+
+
+def check_compile(section: str, compile: str, kernels: bool) -> None:
+    """The compiled step loop is a kernel's: the one home of the rule that ``compile`` needs
+    ``kernels``, for the config and the command line."""
+    if compile != "none" and not kernels:
+        raise ConfigError(f"{section}.compile: {compile} needs {section}.kernels: true; use none")
+
 
 def check_n_best(n_best: int, beam_size: int) -> None:
     """A beam search returns at most ``beam_size`` hypotheses per sentence: the one home of
@@ -207,6 +236,7 @@ class SearchConfig:
     min_length: int = _range(0, 0)
     batch_size: int = _range(64, 1)  # sentences per decoding batch
     precision: str = _choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
+    kernels: bool = True  # as training.kernels
     compile: str = _choice("none", *COMPILE_MODES)  # as training.compile
     # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
@@ -215,6 +245,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:  # also after dataclasses.replace
         check_n_best(self.n_best, self.beam_size)
+        check_compile("search", self.compile, self.kernels)
 
 
 @dataclass(frozen=True)
@@ -253,12 +284,21 @@ class RunConfig:
                 f"model.decoder.attention: dot needs model.decoder.hidden_size (or proj_size; {dec_size}) == the "
                 f"encoder's output size ({enc_size}); use general or mlp"
             )
-        for key, mode in (("training.compile", self.training.compile), ("search.compile", self.search.compile)):
-            if mode != "none" and not fused_decoder(dec):
+        fused = fused_decoder(
+            dec.type,
+            dec.cell,
+            dec.num_layers,
+            dec.attention,
+            dec.input_feeding,
+            dec.residual,
+            dec.dropout_type == "variational",
+        )
+        for section in ("training", "search"):
+            part = getattr(self, section)
+            if part.compile != "none" and not fused:
                 raise ConfigError(
-                    f"{key}: {mode} compiles the step loop of the fused decoder only (model.decoder: type luong, "
-                    "cell gru, num_layers 1, attention mlp, input_feeding true, no residual, dropout_type plain); "
-                    "use none"
+                    f"{section}.compile: {part.compile} compiles the step loop of the fused decoder only "
+                    f"({FUSED_DECODER}); use none"
                 )
 
 
@@ -393,3 +433,14 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def cell_overrides(cell: str, config: RunConfig) -> list[str]:
+    """``--set`` assignments (``KEY=VALUE``) that put ``cell`` in the encoder and the decoder
+    of ``config``; ``lstmp`` projects to half of each hidden size. For comparing cells on
+    one config (``scripts/compare_cells.py``, ``scripts/bench/benchmark.py --cells``)."""
+    sets = [f"model.encoder.cell={cell}", f"model.decoder.cell={cell}"]
+    if cell == "lstmp":
+        enc, dec = config.model.encoder.hidden_size, config.model.decoder.hidden_size
+        sets += [f"model.encoder.proj_size={enc // 2}", f"model.decoder.proj_size={dec // 2}"]
+    return sets

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,3 +26,26 @@ def multi30k_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"Multi30k not found at {path}")
     return path
+
+
+TOY_WORDS = ["ein", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn"]
+TOY_WORDS += ["Haus", "Hund", "Katze", "Baum"]
+
+
+def write_toy_corpus(directory: Path, n_train: int = 300, n_dev: int = 20, seed: int = 0) -> Path:
+    """A copy-and-reverse task in ``directory/{train,dev}.{src,tgt}``: the target is the
+    source's words in reverse order."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        src = [" ".join(rng.choices(TOY_WORDS, k=rng.randint(2, 7))) for _ in range(n)]
+        (directory / f"{split}.src").write_text("".join(s + "\n" for s in src), encoding="utf-8")
+        tgt = [" ".join(reversed(s.split())) for s in src]
+        (directory / f"{split}.tgt").write_text("".join(t + "\n" for t in tgt), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`write_toy_corpus` once per session (tests only read it)."""
+    return write_toy_corpus(tmp_path_factory.mktemp("toy") / "corpus")

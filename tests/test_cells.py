@@ -18,7 +18,7 @@ from seq2seq import config as config_module
 from seq2seq.cli import main
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models import build_model
-from seq2seq.models.cells import CELLS, FusedRecurrent, make_recurrent
+from seq2seq.models.cells import CELLS, TorchRecurrent, make_recurrent
 from seq2seq.models.stack import LoopLayer, RecurrentStack
 
 ALL = list(CELLS)
@@ -112,7 +112,7 @@ def loop_params(cell: Any) -> dict[str, Tensor]:
     return {names[k]: v for k, v in cell.named_parameters()}
 
 
-def fused_params(rnn: FusedRecurrent, cell: str, suffix: str = "_l0") -> dict[str, Tensor]:
+def torch_params(rnn: TorchRecurrent, cell: str, suffix: str = "_l0") -> dict[str, Tensor]:
     """torch's parameters of one layer and direction in the loop cells' terms."""
     t = dict(rnn.rnn.named_parameters())
     p = {"W": t[f"weight_ih{suffix}"], "U": t[f"weight_hh{suffix}"], "b": t[f"bias_ih{suffix}"]}
@@ -135,8 +135,8 @@ def test_module_computes_the_documented_equations(cell: str, fused: bool) -> Non
     state = tuple(torch.rand(2, 1, size) - 0.5 for size in rnn.state_sizes)
     out, final = rnn(x, state)
     if fused:
-        assert isinstance(rnn, FusedRecurrent)
-        p = fused_params(rnn, cell)
+        assert isinstance(rnn, TorchRecurrent)
+        p = torch_params(rnn, cell)
     else:
         assert isinstance(rnn, RecurrentStack) and isinstance(rnn.layers[0], LoopLayer)
         p = loop_params(rnn.layers[0].cells[0])
@@ -146,11 +146,11 @@ def test_module_computes_the_documented_equations(cell: str, fused: bool) -> Non
         torch.testing.assert_close(a[:, 0], b, atol=1e-5, rtol=1e-5)
 
 
-def copy_fused_into_loop(fused: FusedRecurrent, loop: RecurrentStack, cell: str) -> None:
+def copy_torch_into_loop(fused: TorchRecurrent, loop: RecurrentStack, cell: str) -> None:
     with torch.no_grad():
         for layer, d in itertools.product(range(loop.num_layers), range(loop.num_directions)):
             target = loop_params(loop.layers[layer].cells[d])  # type: ignore[index]
-            source = fused_params(fused, cell, f"_l{layer}" + ("_reverse" if d else ""))
+            source = torch_params(fused, cell, f"_l{layer}" + ("_reverse" if d else ""))
             for key, value in source.items():
                 target[key].copy_(value)
 
@@ -162,10 +162,10 @@ def test_loop_layer_matches_the_fused_kernel(cell: str) -> None:
     torch.manual_seed(0)
     fused = make_recurrent(cell, IN, H, 2, True, **options(cell)).eval()
     loop = make_recurrent(cell, IN, H, 2, True, **options(cell, variational=True)).eval()
-    assert isinstance(fused, FusedRecurrent) and isinstance(loop, RecurrentStack)
+    assert isinstance(fused, TorchRecurrent) and isinstance(loop, RecurrentStack)
     if cell == "lstmp":
         assert fused.rnn.proj_size == P
-    copy_fused_into_loop(fused, loop, cell)
+    copy_torch_into_loop(fused, loop, cell)
     x, lengths = padded_batch([5, 2, 4])
     state = tuple(torch.rand(3, 4, size) - 0.5 for size in fused.state_sizes)
     for a, b in zip(fused(x, state, lengths), loop(x, state, lengths)):

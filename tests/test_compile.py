@@ -7,23 +7,28 @@ import dataclasses
 import pytest
 import torch
 
-from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig, fused_decoder
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
 from seq2seq.errors import ConfigError
+from seq2seq.kernels import accelerate
+from seq2seq.kernels.decoder import FusedLuongDecoder
+from seq2seq.kernels.input_feeding import EAGER, Weights, compiled_steps, input_feeding_gru
 from seq2seq.models import build_model
 from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.encoder import Encoded
-from seq2seq.models.input_feeding import EAGER, Weights, compiled_steps, input_feeding_gru
 from seq2seq.search import beam_search, greedy_search
 
+pytestmark = pytest.mark.slow  # torch.compile takes a while
 
-def _decoder() -> LuongDecoder:
+
+def _decoder() -> FusedLuongDecoder:
     torch.manual_seed(0)
-    return LuongDecoder(
+    plain = LuongDecoder(
         30, 8, 12, 10, cell="gru", attention="mlp", attention_size=7, input_feeding=True, output_size=9, dropout=0.3
     )
+    return accelerate(plain)
 
 
-def _loss_and_grads(decoder: LuongDecoder, n: int, s: int, t: int, seed: int):
+def _loss_and_grads(decoder: FusedLuongDecoder, n: int, s: int, t: int, seed: int):
     """Features, attention, and the gradients of a loss over every output and the final state
     for one random batch (padding in the sources, the training-mode dropout mask seeded)."""
     gen = torch.Generator().manual_seed(seed)
@@ -47,11 +52,11 @@ def test_compiled_step_loop_equals_the_eager_one_with_gradients(mode: str) -> No
     code compiled for the first (dynamic shapes) and both equal the eager loop. On the CPU,
     reduce-overhead runs without CUDA graphs, through the same loop (marking each step)."""
     decoder = _decoder().train()
-    assert decoder.fused
+    assert isinstance(decoder, FusedLuongDecoder)
     for n, s, t, seed in ((3, 5, 4, 0), (5, 7, 6, 1)):
-        decoder.compile_steps("none")
+        accelerate(decoder, "none")
         eager = _loss_and_grads(decoder, n, s, t, seed)
-        decoder.compile_steps(mode)
+        accelerate(decoder, mode)
         compiled = _loss_and_grads(decoder, n, s, t, seed)
         torch.testing.assert_close(compiled[0], eager[0])
         torch.testing.assert_close(compiled[1], eager[1])
@@ -89,7 +94,7 @@ def test_compiled_search_gives_the_eager_translations() -> None:
         bridge="last",
     )
     torch.manual_seed(0)
-    model = build_model(config, 20, 25, 0).eval()
+    model = accelerate(build_model(config, 20, 25, 0).eval())
     src = torch.randint(4, 20, (6, 7))
     lengths = torch.tensor([7, 6, 5, 4, 3, 2])
     for i, length in enumerate(lengths.tolist()):
@@ -97,7 +102,7 @@ def test_compiled_search_gives_the_eager_translations() -> None:
     common = {"bos": 1, "eos": 2, "max_length_a": 1.0, "max_length_b": 3}
     results = []
     for mode in ("none", "default"):
-        model.decoder.compile_steps(mode)
+        accelerate(model, mode)
         with torch.no_grad():
             greedy = greedy_search(model, src, lengths, **common)
             beam = beam_search(model, src, lengths, beam_size=3, n_best=2, **common)
@@ -115,8 +120,10 @@ def test_compile_is_refused_without_the_fused_decoder() -> None:
     model = dataclasses.replace(RunConfig().model, decoder=DecoderConfig(type="luong", attention="general"))
     with pytest.raises(ConfigError, match=r"search\.compile"):
         RunConfig(model=model, search=dataclasses.replace(RunConfig().search, compile="reduce-overhead"))
-    with pytest.raises(ValueError, match="no compiled step loop"):
-        build_model(RunConfig().model, 20, 20, 0).decoder.compile_steps("default")
+    with pytest.raises(ConfigError, match=r"training\.compile: default needs training\.kernels: true"):
+        RunConfig(model=model, training=dataclasses.replace(RunConfig().training, kernels=False, compile="default"))
+    with pytest.raises(ValueError, match="no fused decoder"):
+        accelerate(build_model(RunConfig().model, 20, 20, 0), "default")
     with pytest.raises(ValueError, match="expected one of"):
         compiled_steps("max-autotune")
 
@@ -133,9 +140,17 @@ def test_compile_is_refused_without_the_fused_decoder() -> None:
         {"dropout_type": "variational"},
     ],
 )
-def test_the_config_check_agrees_with_the_decoder_on_what_is_fused(changes: dict[str, object]) -> None:
+def test_the_config_check_agrees_with_the_kernel_on_what_is_fused(changes: dict[str, object]) -> None:
+    """The rule has one home (config.fused_decoder); this checks the wiring: the settings a
+    decoder keeps are the ones its config gave it."""
     decoder = DecoderConfig(type="luong", hidden_size=12, **changes)  # type: ignore[arg-type]
     config = ModelConfig(encoder=EncoderConfig(hidden_size=6, bidirectional=True), decoder=decoder, bridge="tanh")
-    built = build_model(config, 20, 20, 0).decoder
+    model = dataclasses.replace(RunConfig().model, encoder=config.encoder, decoder=decoder, bridge="tanh")
+    built = accelerate(build_model(config, 20, 20, 0)).decoder
     assert isinstance(built, LuongDecoder)
-    assert fused_decoder(decoder) == built.fused
+    accepted = True
+    try:
+        RunConfig(model=model, training=dataclasses.replace(RunConfig().training, compile="default"))
+    except ConfigError:
+        accepted = False
+    assert accepted == isinstance(built, FusedLuongDecoder) == (changes == {})

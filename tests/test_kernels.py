@@ -1,27 +1,46 @@
-"""The fused training paths equal the plain ones: the input-feeding GRU decoder loop with its
-hand-written backward (seq2seq.models.input_feeding), the chunked projection + cross-entropy
-(seq2seq.train.loss), the CPU-autocast GRU loop (seq2seq.models.gru_loop) and the cheaper
-dropout mask."""
+"""Every kernel of seq2seq.kernels equals the plain module it stands in for: the fused
+input-feeding GRU decoder with its hand-written backward, the chunked projection +
+cross-entropy and the cast-once search step, the CPU-autocast recurrent layers and the
+cheaper dropout mask; in float64 with gradients where the kernel runs in float64, and
+close to float32 under bf16 autocast."""
+
+import ast
+import copy
+import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.kernels import accelerate
+from seq2seq.kernels.decoder import FusedLuongDecoder
+from seq2seq.kernels.dropout import FastDropout, fast_dropout_mask
+from seq2seq.kernels.input_feeding import Weights, input_feeding_gru
+from seq2seq.kernels.loss import FastSeq2Seq, projected_cross_entropy
+from seq2seq.kernels.recurrent import CPUAutocastRecurrent, Float32Stack
 from seq2seq.models import build_model
 from seq2seq.models.attention_decoders import LuongDecoder
-from seq2seq.models.cells import FusedRecurrent, make_recurrent
-from seq2seq.models.dropout import Dropout, dropout_mask
+from seq2seq.models.cells import TorchRecurrent, make_recurrent
 from seq2seq.models.encoder import Encoded
-from seq2seq.models.input_feeding import Weights, input_feeding_gru
-from seq2seq.train.loss import projected_cross_entropy
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.stack import RecurrentStack
 
 
 def _decoder(dropout: float = 0.0) -> LuongDecoder:
+    """The plain decoder that the fused kernel supports."""
     torch.manual_seed(0)
     return LuongDecoder(
         30, 8, 12, 10, cell="gru", attention="mlp", attention_size=7, input_feeding=True, output_size=9, dropout=dropout
     )
+
+
+def _fused(dropout: float = 0.0) -> FusedLuongDecoder:
+    fused = accelerate(_decoder(dropout))
+    assert isinstance(fused, FusedLuongDecoder)
+    return fused
 
 
 def _run(decoder: LuongDecoder, memory: torch.Tensor, mask: torch.Tensor, h0: torch.Tensor, prev: torch.Tensor):
@@ -36,9 +55,9 @@ def _run(decoder: LuongDecoder, memory: torch.Tensor, mask: torch.Tensor, h0: to
 
 def test_fused_input_feeding_decoder_equals_the_step_loop_with_gradients() -> None:
     """Same features, attention, final state and gradients (float64), with source padding."""
-    fused, plain = _decoder().double(), _decoder().double()
-    plain.fused = False
-    assert fused.fused
+    plain = _decoder().double()
+    fused = accelerate(copy.deepcopy(plain))
+    assert type(fused) is FusedLuongDecoder and type(plain) is LuongDecoder
     n, s, t = 3, 5, 4
     memory = torch.randn(n, s, 10, dtype=torch.float64, requires_grad=True)
     mask = torch.ones(n, s, dtype=torch.bool)
@@ -66,7 +85,7 @@ def test_fused_loop_gradcheck_with_a_dropout_mask() -> None:
         return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
     mask = torch.tensor([[True, True, False], [True, True, True]])
-    drop = dropout_mask((n, t, o), 0.4, torch.float64, torch.device("cpu"))
+    drop = fast_dropout_mask((n, t, o), 0.4, torch.float64, torch.device("cpu"))
 
     def run(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xe, h0, f0, keys, memory, *params = args
@@ -81,8 +100,7 @@ def test_fused_loop_gradcheck_with_a_dropout_mask() -> None:
 
 
 def test_fused_decoder_under_bf16_autocast_stays_close_and_trains() -> None:
-    fused, plain = _decoder(), _decoder()
-    plain.fused = False
+    fused, plain = _fused(), _decoder()
     memory, h0 = torch.randn(4, 6, 10), torch.randn(4, 1, 12)
     mask = torch.ones(4, 6, dtype=torch.bool)
     prev = torch.randint(1, 30, (4, 7))
@@ -102,7 +120,7 @@ def _run_plain(decoder: LuongDecoder, memory, mask, h0, prev) -> torch.Tensor:
 
 
 def test_fused_decoder_training_mode_drops_out_and_eval_is_deterministic() -> None:
-    decoder = _decoder(dropout=0.5)
+    decoder = _fused(dropout=0.5)
     memory, h0 = torch.randn(2, 3, 10), torch.randn(2, 1, 12)
     mask = torch.ones(2, 3, dtype=torch.bool)
     prev = torch.randint(1, 30, (2, 5))
@@ -151,35 +169,42 @@ def test_projected_cross_entropy_under_bf16_autocast() -> None:
     assert x.grad is not None and weight.grad is not None and x.grad.dtype == torch.float32
 
 
-def test_dropout_mask_drops_p_and_keeps_the_mean() -> None:
+def test_fast_dropout_mask_drops_p_and_keeps_the_mean() -> None:
     torch.manual_seed(0)
-    mask = dropout_mask((1000, 999), 0.3, torch.float32, torch.device("cpu"))
+    mask = fast_dropout_mask((1000, 999), 0.3, torch.float32, torch.device("cpu"))
     assert abs(float((mask == 0).float().mean()) - 0.3) < 0.003
     assert abs(float(mask.mean()) - 1.0) < 0.01
-    layer = Dropout(0.3)
+    zero, kept = mask.unique().tolist()
+    assert zero == 0.0 and kept == pytest.approx(1 / 0.7, rel=1e-4)
+    layer = accelerate(torch.nn.Dropout(0.3))
+    assert isinstance(layer, FastDropout)
     x = torch.randn(5, 7)
     assert torch.equal(layer.eval()(x), x)
-    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(accelerate(torch.nn.Dropout(0.0)).train()(x), x)
+    dropped = layer.train()(x)
+    torch.testing.assert_close(dropped[dropped != 0], x[dropped != 0] * kept)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("with_state", [True, False])
 def test_gru_loop_equals_torch_gru_with_gradients(bidirectional: bool, with_state: bool) -> None:
-    """The CPU-autocast GRU path (seq2seq.models.gru_loop) against torch.nn.GRU: two layers, a
+    """The CPU-autocast GRU path (seq2seq.kernels.gru_loop) against torch.nn.GRU: two layers, a
     padded batch, float64 outputs, final states and gradients."""
     torch.manual_seed(0)
-    rnn = make_recurrent("gru", 5, 6, 2, bidirectional).double()
-    assert isinstance(rnn, FusedRecurrent)
+    plain = make_recurrent("gru", 5, 6, 2, bidirectional).double()
+    assert type(plain) is TorchRecurrent
+    rnn = accelerate(copy.deepcopy(plain))
+    assert isinstance(rnn, CPUAutocastRecurrent)
     d = 2 if bidirectional else 1
     x = torch.randn(4, 7, 5, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([7, 3, 5, 1])
     state = (torch.randn(4, 2 * d, 6, dtype=torch.float64, requires_grad=True),) if with_state else None
     results = []
-    for run in (rnn._run, rnn._run_loop):
+    for module, run in ((plain, plain.forward), (rnn, rnn.gru_forward)):
         out, final = run(x, state, lengths)
         weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
         loss = (out * weights).sum() + 0.7 * final[0].square().sum()
-        inputs = [x, *rnn.parameters(), *(state or ())]
+        inputs = [x, *module.parameters(), *(state or ())]
         results.append((out, final[0], torch.autograd.grad(loss, inputs)))
     (out_t, final_t, grads_t), (out_l, final_l, grads_l) = results
     torch.testing.assert_close(out_l, out_t)
@@ -191,7 +216,7 @@ def test_gru_loop_equals_torch_gru_with_gradients(bidirectional: bool, with_stat
 
 def test_gru_under_cpu_autocast_runs_the_loop_in_bf16_and_stays_close() -> None:
     torch.manual_seed(0)
-    rnn = make_recurrent("gru", 8, 16, 1, True)
+    rnn = accelerate(make_recurrent("gru", 8, 16, 1, True))
     x, lengths = torch.randn(3, 6, 8), torch.tensor([6, 2, 4])
     reference, _ = rnn(x, lengths=lengths)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -204,7 +229,7 @@ def test_gru_under_cpu_autocast_runs_the_loop_in_bf16_and_stays_close() -> None:
 def test_decoding_reuses_cast_weights_until_a_parameter_changes() -> None:
     """Search calls the fused decoder once per step under no_grad: the bf16 weights are cast
     once per batch and reused, and an in-place change of a parameter renews them."""
-    decoder = _decoder().eval()
+    decoder = _fused().eval()
     memory, h0 = torch.randn(2, 3, 10), torch.randn(2, 1, 12)
     mask = torch.ones(2, 3, dtype=torch.bool)
     prev = torch.randint(1, 30, (2, 1))
@@ -233,7 +258,8 @@ def test_search_step_under_bf16_uses_cast_output_weights_with_the_same_result() 
         encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
         decoder=DecoderConfig(embedding_dim=8, hidden_size=12, output_size=8),
     )
-    model = build_model(config, 30, 30).eval()
+    model = accelerate(build_model(config, 30, 30).eval())
+    assert isinstance(model, FastSeq2Seq)
     src, lengths = torch.randint(4, 30, (3, 5)), torch.tensor([5, 5, 5])
     prev = torch.tensor([2, 2, 2])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -259,8 +285,8 @@ def test_a_new_search_recasts_weights_changed_without_a_version_bump() -> None:
             type="luong", embedding_dim=8, hidden_size=12, output_size=8, attention="mlp", input_feeding=True
         ),
     )
-    model = build_model(config, 30, 30)
-    assert model.decoder.fused
+    model = accelerate(build_model(config, 30, 30))
+    assert isinstance(model, FastSeq2Seq) and isinstance(model.decoder, FusedLuongDecoder)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     src, lengths, prev = torch.randint(4, 30, (3, 5)), torch.tensor([5, 4, 3]), torch.tensor([2, 2, 2])
 
@@ -282,3 +308,159 @@ def test_a_new_search_recasts_weights_changed_without_a_version_bump() -> None:
     model.decoder._cast_cache.clear()
     torch.testing.assert_close(after, search_step(), atol=0, rtol=0)
     assert not torch.allclose(before, after)
+
+
+# The dispatcher: kernels exactly where they claim support, the plain path elsewhere.
+
+DECODERS = {
+    "fused": DecoderConfig(type="luong", attention="mlp", input_feeding=True),
+    "luong-general": DecoderConfig(type="luong", attention="general", input_feeding=True),
+    "luong-no-feeding": DecoderConfig(type="luong", attention="mlp", input_feeding=False),
+    "luong-2-layers": DecoderConfig(type="luong", attention="mlp", num_layers=2),
+    "luong-lstm": DecoderConfig(type="luong", attention="mlp", cell="lstm"),
+    "luong-residual": DecoderConfig(type="luong", attention="mlp", num_layers=2, residual=True),
+    "luong-variational": DecoderConfig(type="luong", attention="mlp", dropout_type="variational"),
+    "bahdanau": DecoderConfig(type="bahdanau", cell="lstm_peephole"),
+    "context": DecoderConfig(type="context"),
+}
+
+
+def _small(decoder: DecoderConfig) -> ModelConfig:
+    dec = dataclasses.replace(decoder, embedding_dim=6, hidden_size=8, output_size=7, attention_size=5)
+    return ModelConfig(encoder=EncoderConfig(embedding_dim=6, hidden_size=4, cell="gru"), decoder=dec)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_accelerate_chooses_each_kernel_exactly_where_it_claims_support(name: str) -> None:
+    dec = DECODERS[name]
+    plain = build_model(_small(dec), 20, 20)
+    before = {key: value.clone() for key, value in plain.state_dict().items()}
+    model = accelerate(copy.deepcopy(plain))
+    expected = {
+        Seq2Seq: FastSeq2Seq,
+        LuongDecoder: FusedLuongDecoder if name == "fused" else LuongDecoder,
+        TorchRecurrent: CPUAutocastRecurrent,
+        RecurrentStack: Float32Stack,
+        torch.nn.Dropout: FastDropout,
+    }
+    for (path, old), (_, new) in zip(plain.named_modules(), model.named_modules(), strict=True):
+        assert type(new) is expected.get(type(old), type(old)), path
+        if type(new) is not type(old):
+            assert isinstance(new, type(old))  # a kernel is a subclass of what it stands in for
+    assert name != "fused" or isinstance(model.decoder, FusedLuongDecoder)
+    assert name == "fused" or not isinstance(model.decoder, FusedLuongDecoder)
+    # Same parameters under the same names: checkpoints do not see the kernels.
+    assert list(model.state_dict()) == list(before)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_compile_is_refused_where_no_kernel_has_a_step_loop() -> None:
+    with pytest.raises(ValueError, match="no fused decoder"):
+        accelerate(build_model(_small(DECODERS["bahdanau"]), 20, 20), "default")
+    with pytest.raises(ValueError, match="compile mode 'fast'"):
+        accelerate(build_model(_small(DECODERS["fused"]), 20, 20), "fast")
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_an_accelerated_model_equals_the_plain_model_in_float64(name: str) -> None:
+    """Teacher-forced loss with its gradients and a search step (full vocabulary and a
+    shortlist), the plain model against the accelerated one, with source padding."""
+    torch.manual_seed(0)
+    plain = build_model(_small(DECODERS[name]), 20, 20).double().eval()
+    fast = accelerate(copy.deepcopy(plain))
+    src = torch.randint(4, 20, (3, 6))
+    lengths = torch.tensor([6, 2, 4])
+    tgt_in, tgt_out = torch.randint(4, 20, (3, 5)), torch.randint(4, 20, (3, 5))
+    results = []
+    for model in (plain, fast):
+        features = model(src, lengths, tgt_in)
+        loss = model.cross_entropy(features.reshape(-1, features.size(-1)), tgt_out.reshape(-1), 0.1)
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        with torch.no_grad():
+            encoded = model.encode(src, lengths)
+            state = model.init_state(encoded)
+            full = model.step(tgt_in[:, 0], state, encoded).log_probs
+            short = model.step(tgt_in[:, 0], state, encoded, vocab=torch.tensor([3, 7, 9, 12])).log_probs
+        results.append((loss, grads, full, short))
+    (loss_p, grads_p, full_p, short_p), (loss_f, grads_f, full_f, short_f) = results
+    torch.testing.assert_close(loss_f, loss_p)
+    for (param, _), a, b in zip(plain.named_parameters(), grads_f, grads_p, strict=True):
+        assert (a is None) == (b is None), param
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b, msg=param)
+    torch.testing.assert_close(full_f, full_p)
+    torch.testing.assert_close(short_f, short_p)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "lstm_peephole", "layernorm_gru"])
+def test_non_gru_layers_under_cpu_autocast_run_the_plain_float32_equations(cell: str) -> None:
+    """Under CPU autocast every recurrent layer but the GRU runs in float32 with autocast
+    off: its output is the plain float32 output, exactly."""
+    torch.manual_seed(0)
+    plain = make_recurrent(cell, 5, 6, 2, True)
+    fast = accelerate(copy.deepcopy(plain))
+    assert type(fast) is not type(plain)
+    x, lengths = torch.randn(3, 7, 5), torch.tensor([7, 3, 5])
+    reference, (final, *_) = plain(x, lengths=lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (fast_final, *_) = fast(x, lengths=lengths)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference, atol=0, rtol=0)
+    torch.testing.assert_close(fast_final, final, atol=0, rtol=0)
+
+
+# The plain model is plain PyTorch: each file of seq2seq/models reads as its paper's equations.
+
+MODELS = Path(__file__).resolve().parents[1] / "seq2seq" / "models"
+CASTS = {"float", "half", "bfloat16", "double", "type"}  # tensor methods that change the dtype
+FORBIDDEN_NAMES = {
+    "autocast",
+    "is_autocast_enabled",
+    "get_autocast_dtype",
+    "mkldnn",
+    "_linear_pointwise",
+    "Function",  # torch.autograd.Function: a hand-written backward
+    "once_differentiable",
+    "CastCache",
+    "compile",
+}
+
+
+def _device_only(call: ast.Call) -> bool:
+    """``x.to(y.device)`` or ``x.to(device)``: a move, not a cast."""
+    if call.keywords or len(call.args) != 1:
+        return False
+    arg = call.args[0]
+    return (isinstance(arg, ast.Attribute) and arg.attr == "device") or (
+        isinstance(arg, ast.Name) and arg.id == "device"
+    )
+
+
+def test_models_hold_no_cast_autocast_onednn_custom_backward_or_weight_cache() -> None:
+    violations = []
+    for path in sorted(MODELS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                method = node.func.attr
+                if method in CASTS or (method == "to" and not _device_only(node)):
+                    violations.append(f"{where}: .{method}(...)")
+            if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_NAMES:
+                violations.append(f"{where}: .{node.attr}")
+            if isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
+                violations.append(f"{where}: {node.id}")
+            if isinstance(node, ast.ImportFrom) and node.module and "seq2seq.kernels" in node.module:
+                violations.append(f"{where}: imports {node.module}")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_source_check_catches_what_it_forbids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cast, an autocast and a custom autograd Function in a models file are each found."""
+    for line in ("y = x.float()", "y = x.to(torch.bfloat16)", "torch.autocast('cpu')", "torch.autograd.Function"):
+        (tmp_path / "bad.py").write_text(line + "\n")
+        monkeypatch.setattr(sys.modules[__name__], "MODELS", tmp_path)
+        with pytest.raises(AssertionError):
+            test_models_hold_no_cast_autocast_onednn_custom_backward_or_weight_cache()
+    (tmp_path / "bad.py").write_text("lengths = lengths.to(x.device)\n")
+    test_models_hold_no_cast_autocast_onednn_custom_backward_or_weight_cache()

@@ -17,10 +17,13 @@ ABOVE_MODELS_AND_DATA = [
 ]
 # module prefix -> seq2seq modules it must not import
 FORBIDDEN = {
-    "seq2seq.config": ["seq2seq."],
-    "seq2seq.atomic": ["seq2seq."],
-    "seq2seq.models": ["seq2seq.data", *ABOVE_MODELS_AND_DATA],
-    "seq2seq.data": ["seq2seq.models", *ABOVE_MODELS_AND_DATA],
+    "seq2seq.errors": ["seq2seq."],
+    "seq2seq.config": ["seq2seq.atomic", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", "seq2seq.kernels"],
+    "seq2seq.atomic": ["seq2seq.config", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", "seq2seq.kernels"],
+    "seq2seq.runtime": ["seq2seq.models", "seq2seq.data", "seq2seq.kernels", *ABOVE_MODELS_AND_DATA],
+    "seq2seq.models": ["seq2seq.data", "seq2seq.kernels", *ABOVE_MODELS_AND_DATA],
+    "seq2seq.data": ["seq2seq.models", "seq2seq.kernels", *ABOVE_MODELS_AND_DATA],
+    "seq2seq.kernels": ["seq2seq.data", *ABOVE_MODELS_AND_DATA],
     "seq2seq.search": ["seq2seq.data", "seq2seq.checkpoint", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.checkpoint": ["seq2seq.search", "seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.translate": ["seq2seq.train", "seq2seq.cli"],

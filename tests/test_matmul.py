@@ -1,5 +1,6 @@
-"""The float32 products through oneDNN (seq2seq.models.matmul) equal torch's, alone and inside
-the hand-written loops and loss, and the choice is read from SEQ2SEQ_FP32_MATMUL."""
+"""The float32 products through oneDNN (seq2seq.kernels.matmul) equal torch's, alone and inside
+the hand-written loops and loss; the choice is read from SEQ2SEQ_FP32_MATMUL; the private
+operators are used only after a capability check, and the public fallbacks give the same."""
 
 import os
 from collections.abc import Iterator
@@ -7,11 +8,12 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from seq2seq.models import matmul
+from seq2seq.kernels import accelerate, matmul
+from seq2seq.kernels.input_feeding import Weights, input_feeding_gru
+from seq2seq.kernels.loss import projected_cross_entropy
+from seq2seq.kernels.recurrent import CPUAutocastRecurrent
 from seq2seq.models.cells import make_recurrent
-from seq2seq.models.input_feeding import Weights, input_feeding_gru
 from seq2seq.runtime import ONEDNN_CACHES, set_threads
-from seq2seq.train.loss import projected_cross_entropy
 
 
 @pytest.fixture
@@ -65,9 +67,10 @@ def test_an_unknown_choice_is_refused_naming_the_variable(choice: pytest.MonkeyP
 def _train_paths() -> list[torch.Tensor]:
     """Outputs and gradients, in float32, of the GRU loop, the decoder loop and the loss."""
     torch.manual_seed(0)
-    rnn = make_recurrent("gru", 8, 16, 1, True)
+    rnn = accelerate(make_recurrent("gru", 8, 16, 1, True))
+    assert isinstance(rnn, CPUAutocastRecurrent)
     x, lengths = torch.randn(3, 6, 8, requires_grad=True), torch.tensor([6, 2, 4])
-    out, (final,) = rnn._run_loop(x, None, lengths)
+    out, (final,) = rnn.gru_forward(x, None, lengths)
     enc_grads = torch.autograd.grad(out.square().sum() + final.sum(), [x, *rnn.parameters()])
 
     n, s, t, h, o, a, c = 3, 5, 4, 12, 9, 7, 10
@@ -106,3 +109,42 @@ def test_set_threads_caps_both_onednn_caches_unless_the_environment_sets_them(mo
     set_threads(torch.get_num_threads())
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == ONEDNN_CACHES["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
     assert os.environ["LRU_CACHE_CAPACITY"] == "64"
+
+
+def test_a_failing_onednn_operator_falls_back_to_torch(choice: pytest.MonkeyPatch) -> None:
+    """The capability check: an operator that raises (or is missing) is not used, and the
+    products are torch's."""
+    choice.setenv("SEQ2SEQ_FP32_MATMUL", "onednn")
+
+    def broken(*args: object) -> torch.Tensor:
+        raise RuntimeError("no such kernel")
+
+    choice.setattr(matmul, "_linear_onednn", broken)
+    assert not matmul.onednn_float32()
+    x, w, b = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5)
+    torch.testing.assert_close(matmul.linear(x, w, b), torch.nn.functional.linear(x, w, b))
+    other = torch.randn(3, 5)
+    torch.testing.assert_close(matmul.linear_add(x, w, other), other + x @ w.t())
+
+
+def test_onednn_operators_that_disagree_with_torch_are_not_used(choice: pytest.MonkeyPatch) -> None:
+    choice.setenv("SEQ2SEQ_FP32_MATMUL", "onednn")
+    choice.setattr(matmul, "_linear_onednn", lambda x, w, b: torch.nn.functional.linear(x, w, b) + 1)
+    assert not matmul.onednn_float32()
+
+
+def test_sigmoid_backward_checks_the_private_operator_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    grad, s = torch.randn(4, 6), torch.rand(4, 6)
+    expected = grad * s * (1 - s)
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("unsupported")
+
+    assert not matmul.sigmoid_backward_works(None)
+    assert not matmul.sigmoid_backward_works(broken)
+    assert not matmul.sigmoid_backward_works(lambda g, s, grad_input: grad_input.fill_(0))
+    for usable in (True, False):
+        monkeypatch.setattr(matmul, "_sigmoid_backward_into", lambda usable=usable: usable)
+        torch.testing.assert_close(matmul.sigmoid_backward(grad, s, torch.empty_like(s)), expected)
+        torch.testing.assert_close(matmul.sigmoid_backward(grad, s), expected)
+    assert matmul.sigmoid_backward_works(getattr(torch.ops.aten.sigmoid_backward, "grad_input", None))

@@ -2,10 +2,10 @@
 """Training and decoding speed of a config, through the same code paths as `seq2seq train`
 and `seq2seq translate`.
 
-    python scripts/benchmark.py CONFIG [--steps N] [--warmup N] [--set KEY=VALUE ...]
+    python scripts/bench/benchmark.py CONFIG [--steps N] [--warmup N] [--set KEY=VALUE ...]
                                        [--decode-sentences N] [--decode-workers N] [--json]
                                        [--cells gru,lstm_peephole,... [--rounds N]]
-    python scripts/benchmark.py CONFIG --data-scale N [--set KEY=VALUE ...] [--json]
+    python scripts/bench/benchmark.py CONFIG --data-scale N [--set KEY=VALUE ...] [--json]
 
 Training: tokens/s over ``--steps`` updates after ``--warmup`` updates, counting the real
 source and target pieces of each batch (no padding, no BOS/EOS). Decoding: sentences/s of
@@ -48,10 +48,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from seq2seq.config import RunConfig, load_config
+from seq2seq.config import RunConfig, cell_overrides, load_config
 from seq2seq.data.batching import plan_batches
 from seq2seq.data.prepare import RunData, load_eval_set, prepare_data
 from seq2seq.data.shortlist import build_shortlist
+from seq2seq.kernels import accelerate
 from seq2seq.runtime import check_precision, pick_device, resolve_precision, set_threads
 from seq2seq.train.loop import Trainer
 from seq2seq.translate import translate_ids
@@ -92,15 +93,6 @@ def main() -> int:
         for key, value in result.items():
             print(f"{key:24s} {value}")
     return 0
-
-
-def cell_overrides(cell: str, config: RunConfig) -> list[str]:
-    """--set assignments that put ``cell`` in the encoder and the decoder."""
-    sets = [f"model.encoder.cell={cell}", f"model.decoder.cell={cell}"]
-    if cell == "lstmp":
-        enc, dec = config.model.encoder.hidden_size, config.model.decoder.hidden_size
-        sets += [f"model.encoder.proj_size={enc // 2}", f"model.decoder.proj_size={dec // 2}"]
-    return sets
 
 
 def compare(args: argparse.Namespace, data: RunData, device: torch.device, threads: int) -> int:
@@ -166,8 +158,8 @@ def measure(
     test = load_eval_set(corpus, config.data, data.src_vocab, data.tgt_vocab)
     src_ids = test.src_ids[: args.decode_sentences]
     trainer.model.eval()
-    if config.search.compile != config.training.compile:
-        trainer.model.decoder.compile_steps(config.search.compile)
+    if config.search.kernels and config.search.compile != config.training.compile:
+        accelerate(trainer.model, config.search.compile)
     decode = partial(
         translate_ids,
         trainer.model,

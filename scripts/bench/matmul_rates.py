@@ -1,5 +1,5 @@
 """GFLOP/s of the reference model's matrix products: torch's operators against
-:mod:`seq2seq.models.matmul` (oneDNN for float32 on CPU), in float32 and bfloat16.
+:mod:`seq2seq.kernels.matmul` (oneDNN for float32 on CPU), in float32 and bfloat16.
 
     python scripts/matmul_rates.py [--threads 2] [--calls 20] [--rows 200]
 
@@ -19,7 +19,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from seq2seq.models import matmul
+from seq2seq.kernels import matmul
 
 
 def _median_ms(run: Callable[[], Tensor], calls: int) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
             theirs = _median_ms(partial(torch.matmul, a, b), args.calls)
             print(
                 f"{str(dtype).removeprefix('torch.'):9s} {name:30s} torch {gflop / theirs * 1e3:5.0f}  "
-                f"seq2seq.models.matmul {gflop / ours * 1e3:5.0f} GFLOP/s  ({theirs / ours:.2f}x)"
+                f"seq2seq.kernels.matmul {gflop / ours * 1e3:5.0f} GFLOP/s  ({theirs / ours:.2f}x)"
             )
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The fused decoder's step loop (seq2seq.models.input_feeding), forward and backward, eager
+"""The fused decoder's step loop (seq2seq.kernels.input_feeding), forward and backward, eager
 against ``torch.compile`` (``training.compile``), on the reference model's sizes.
 
     python scripts/step_loop.py [--precision bf16] [--mode default] [--rounds 5] [--threads 2]
@@ -20,7 +20,7 @@ import time
 import torch
 from torch import Tensor
 
-from seq2seq.models.input_feeding import EAGER, Steps, Weights, compiled_steps, input_feeding_gru
+from seq2seq.kernels.input_feeding import EAGER, Steps, Weights, compiled_steps, input_feeding_gru
 
 SIZE = 512  # hidden, attention, output and annotation size of the reference model
 SHAPES = [(136, 22, 22), (95, 39, 39), (178, 23, 23), (230, 16, 17)]  # (N, T, S)

@@ -1,7 +1,7 @@
-"""The two dtypes of the hand-written loops (:mod:`seq2seq.models.gru_loop`,
-:mod:`seq2seq.models.input_feeding`, :mod:`seq2seq.train.loss`): matrix products in
+"""The two dtypes of the kernels (:mod:`~seq2seq.kernels.gru_loop`,
+:mod:`~seq2seq.kernels.input_feeding`, :mod:`~seq2seq.kernels.loss`): matrix products in
 autocast's dtype, elementwise work (states, gates, softmax) in float32 for the half types;
-the ``auto`` precision choice; and :class:`CastCache`, weights cast once for search."""
+and :class:`CastCache`, weights cast once for search."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 on a CUDA device with bf16 support (Ampere and later), else fp32; any
-    other choice is returned as it is."""
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def product_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
@@ -32,7 +24,8 @@ def elementwise_dtype(dtype: torch.dtype) -> torch.dtype:
 class CastCache:
     """Weights cast to a dtype once and reused while none of the parameters they come from
     changes. Search runs the same weights at every step, where autocast would cast them
-    again each time (for the 8,000 × 512 output projection, a fifth of its product's time).
+    again each time, which for a large output projection is a good part of its product's
+    time (``scripts/bench/benchmark.py`` measures decoding).
 
     The owner calls :meth:`clear` when a search begins (``encode``), since not every in-place
     update moves a parameter's version counter (torch's fused Adam does not); within a

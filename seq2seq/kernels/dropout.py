@@ -1,10 +1,11 @@
-"""Dropout (Srivastava et al. 2014) with a cheaper mask on CPUs.
+"""Dropout (Srivastava et al. 2014) with a cheaper mask: :class:`FastDropout` stands in for
+``torch.nn.Dropout``.
 
-torch's CPU dropout draws one Bernoulli sample per element; on the reference model that is
-about a twentieth of a bf16 training step. Here one 64-bit random integer gives the
-Bernoulli draws of four elements (16 bits each), about six times faster. The keep
-probability is 1 - p rounded to a multiple of 1/65536, and the kept values are scaled by its
-exact inverse, so the expectation is unchanged.
+Why: torch's CPU dropout draws one Bernoulli sample per element, a visible part of a bf16
+training step (``scripts/bench/benchmark.py``). Here one 64-bit random integer gives the
+Bernoulli draws of four elements (16 bits each). The keep probability is 1 - p rounded to a
+multiple of 1/65536, and the kept values are scaled by its exact inverse, so the
+expectation is unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 
-def dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+def fast_dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A dropout mask of ``shape``: 0 with probability p (to 1/65536), else 1 / (1 - p)."""
     numel = 1
     for size in shape:
@@ -25,13 +26,20 @@ def dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: t
     return (bits >= dropped - 32768).to(dtype).mul_(1.0 / keep)
 
 
-class Dropout(nn.Dropout):
-    """torch.nn.Dropout with :func:`dropout_mask` (same arguments, no parameters)."""
+class FastDropout(nn.Dropout):
+    """torch.nn.Dropout with :func:`fast_dropout_mask` (same arguments and behaviour)."""
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        return type(module) in (nn.Dropout, FastDropout)
+
+    def setup(self, compile: str) -> None:
+        pass
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
         if self.p >= 1:
             return torch.zeros_like(x)
-        mask = dropout_mask(tuple(x.shape), self.p, x.dtype, x.device)
+        mask = fast_dropout_mask(tuple(x.shape), self.p, x.dtype, x.device)
         return x.mul_(mask) if self.inplace else x * mask

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from seq2seq.models.matmul import baddbmm, bmm
-from seq2seq.models.precision import elementwise_dtype, product_dtype
+from seq2seq.kernels.casts import elementwise_dtype, product_dtype
+from seq2seq.kernels.matmul import baddbmm, bmm
 
 
 def gru_step(gi: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

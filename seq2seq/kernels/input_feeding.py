@@ -11,18 +11,20 @@ For each step t, with the inputs of all steps projected beforehand (x_t = W_ie E
     f_t = dropout(tanh(W_cc c_t + W_ch h_t))          (Luong et al. 2015, Eq. 5; input feeding, Sec. 3.3)
 
 which is :class:`~seq2seq.models.attention_decoders.LuongDecoder` with input feeding, a
-one-layer ``gru`` and ``mlp`` attention (the reference model of OpenNMT-py and Joey NMT).
+one-layer ``gru`` and ``mlp`` attention (the reference model of OpenNMT-py and Joey NMT);
+:class:`~seq2seq.kernels.decoder.FusedLuongDecoder` runs it through this loop.
 
 Why: autograd runs this loop as a few dozen small operations per step, each followed in the
 backward pass by its own weight-gradient product over the N rows of one step, and under CPU
 autocast re-casts every weight at every step. Here weights are cast once per batch, a step is
 four matrix products forward and four backward, and the weight gradients are one product per
-matrix over all N·T rows at the end. Products run in the autocast dtype (bf16: several times
-faster than float32 on CPUs with bf16 dot products, docs/results.md); the state, the gates and
-the softmax stay in float32.
+matrix over all N·T rows at the end. Products run in the autocast dtype (bf16 products are
+much faster than float32 ones on CPUs with bf16 dot products, ``scripts/bench/matmul_rates.py``);
+the state, the gates and the softmax stay in float32.
 
 The attention's tanh over (N, S, A) at every step is the loop's largest elementwise cost,
-and torch's CPU tanh is several times slower than its sigmoid (docs/results.md). So the
+and torch's CPU tanh is slower than its sigmoid (``scripts/bench/step_loop.py`` times the
+loop). So the
 loop uses tanh(x) = 2 σ(2x) − 1: with s_tj = σ(2 k_j + 2 W_q h_t), the score is
 v^T tanh(·) = 2 v^T s_tj − Σ v, and the softmax ignores the constant Σ v. The caller passes
 the keys doubled, keys2 = 2 k (computed once per batch). The gradients of keys2 and of the
@@ -30,10 +32,9 @@ query carry the factors 2 v and 4 v (d(2σ(z) − 1)/dz = 2 σ(z)(1 − σ(z)), 
 applied once after the sums, and v's is Σ_j de_j tanh(·) = 2 Σ_j de_j s_j − Σ_j de_j.
 
 s_t is not kept for the backward pass, which recomputes it from the queries: kept, it would
-be T times the size of the keys (300 MB in float32 for a batch of the reference model),
-written once to fresh memory and read back once, which costs more than computing it again
-in one (N, S, A) buffer that stays in cache and serves every step, forward and backward
-(docs/results.md).
+be T times the size of the keys, written once to fresh memory and read back once, which
+costs more than computing it again in one (N, S, A) buffer that stays in cache and serves
+every step, forward and backward (``scripts/bench/step_loop.py``).
 
 Each step is a function (:func:`forward_step`, :func:`backward_step`) that the loops call
 eagerly or under ``torch.compile`` (:func:`compiled_steps`: ``training.compile``,
@@ -51,9 +52,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from seq2seq.config import COMPILE_MODES
-from seq2seq.models.gru_loop import gru_step, gru_step_backward
-from seq2seq.models.matmul import linear, linear_add, mm, register_for_compile
-from seq2seq.models.precision import elementwise_dtype, product_dtype
+from seq2seq.kernels.casts import elementwise_dtype, product_dtype
+from seq2seq.kernels.gru_loop import gru_step, gru_step_backward
+from seq2seq.kernels.matmul import linear, linear_add, mm, register_for_compile, sigmoid_backward
 
 
 class Weights(NamedTuple):
@@ -152,10 +153,7 @@ def backward_step(
     d_v = (de.reshape(1, -1) @ sig.reshape(-1, sig.size(2))).squeeze(0).to(fp)
     # d/dkeys2_j = de_j 2 v ⊙ s_j (1 - s_j), d/dq twice that summed over j; the factors
     # 2 v and 4 v are applied after the sums.
-    if work is None:
-        du = torch.ops.aten.sigmoid_backward(de[:, :, None], sig)
-    else:
-        du = torch.ops.aten.sigmoid_backward.grad_input(de[:, :, None], sig, grad_input=work)
+    du = sigmoid_backward(de[:, :, None], sig, work)
     d_qch = torch.cat([du.sum(dim=1).to(fp) * (2 * v2.to(fp)), d_pre], dim=1)
     dh = dh + mm(d_qch.to(dt), w.w_qch).to(fp)
     d_gi, d_gh, direct = gru_step_backward(dh, saved.gates, saved.h_prev)
@@ -179,10 +177,9 @@ EAGER = Steps(forward_step, backward_step)
 @functools.cache
 def compiled_steps(mode: str) -> Steps:
     """The step functions under ``torch.compile(mode=mode, dynamic=True)``: each step's
-    elementwise work fused into a few kernels around the products (on CPU the reference
-    model's loop ran 1.2× faster and its bf16 training 4–9 %, docs/results.md);
-    ``reduce-overhead`` also replays each step as a CUDA graph on GPUs (not yet run on one).
-    The first batches compile (10–25 s on CPU); ``dynamic`` keeps batch and source sizes
+    elementwise work fused into a few kernels around the products (``scripts/bench/step_loop.py``
+    measures the gain); ``reduce-overhead`` also replays each step as a CUDA graph on GPUs.
+    The first batches compile, which takes a while; ``dynamic`` keeps batch and source sizes
     symbolic, so later batches reuse the code."""
     if mode not in COMPILE_MODES[1:]:
         raise ValueError(f"compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES[1:])}")

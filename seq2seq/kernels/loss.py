@@ -1,17 +1,22 @@
-"""The training loss: output projection, log-softmax and cross-entropy fused, in row chunks.
+"""The output projection with its softmax, fused: :class:`FastSeq2Seq` stands in for
+:class:`~seq2seq.models.seq2seq.Seq2Seq` with the same equations, faster.
 
-With an 8,000-piece vocabulary and a few thousand target positions per batch, the plain
-``F.cross_entropy(generator(features).float(), ...)`` materialises several (M, V) float32
-tensors (the logits, their float32 copy, the log-probabilities, the zero-filled gradient,
-the gradient of the logits): each about 120 MB, freshly allocated and page-faulted at every
-update, and on a 2-core CPU this costs more than the projection's matrix products
-(docs/results.md). Here the projection, the softmax and the gradient are computed a chunk of
-rows at a time while the chunk's logits are still in cache, and the backward pass only
-scales the gradients the forward pass already computed (the loss is a scalar, so its
-gradient is known up to that scale).
+Training (:meth:`FastSeq2Seq.cross_entropy`): with a vocabulary of thousands of pieces and
+a few thousand target positions per batch, the plain ``F.cross_entropy(generator(x), ...)``
+materialises several (M, V) tensors (the logits, their float32 copy, the log-probabilities,
+the zero-filled gradient, the gradient of the logits), each freshly allocated and
+page-faulted at every update; on a small CPU this costs more than the projection's matrix
+products (``scripts/bench/benchmark.py`` measures training). Here the projection, the softmax
+and the gradient are computed a chunk of rows at a time while the chunk's logits are still
+in cache, and the backward pass only scales the gradients the forward pass already computed
+(the loss is a scalar, so its gradient is known up to that scale). The result equals
+``F.cross_entropy(x @ W^T + b, target, label_smoothing=ε, reduction="sum")`` with the logits
+rounded to the autocast dtype, as autocast would, and the softmax in float32.
 
-The result equals ``F.cross_entropy(x @ W^T + b, target, label_smoothing=ε, reduction="sum")``
-with the logits rounded to the autocast dtype, as autocast would, and the softmax in float32.
+Search (:meth:`FastSeq2Seq.step`): the output projection's weights (the shortlist's rows
+only, where one is given) are picked and cast once per search rather than at every step,
+its float32 products go through :mod:`~seq2seq.kernels.matmul`, and the log-probabilities
+are float32 for the half types.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from seq2seq.models.matmul import linear, mm
-from seq2seq.models.precision import elementwise_dtype, product_dtype
+from seq2seq.kernels.casts import CastCache, elementwise_dtype, product_dtype
+from seq2seq.kernels.matmul import linear, mm
+from seq2seq.models.cells import State
+from seq2seq.models.encoder import Encoded
+from seq2seq.models.seq2seq import Seq2Seq, StepOutput
 
 
 def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
@@ -30,7 +38,7 @@ def _chunk_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple
 
     One fused log-softmax rather than ``logsumexp`` (max, subtract into a new tensor, exp,
     sum) followed by a second exp for the gradient: fewer passes over (c, V), the same two
-    (c, V) tensors per chunk (the loss of 3,300 rows 3 % faster, docs/results.md)."""
+    (c, V) tensors per chunk."""
     logp = torch.log_softmax(logits, dim=1)
     nll = -logp.gather(1, target[:, None]).sum()
     if label_smoothing == 0:
@@ -121,3 +129,46 @@ def projected_cross_entropy(
         loss: Tensor = _ProjectedCrossEntropy.apply(x, weight, bias, target, label_smoothing, chunk)
         return loss
     return _chunked(x, weight, bias, target, label_smoothing, chunk, grads=False)[0]
+
+
+class FastSeq2Seq(Seq2Seq):
+    """:class:`~seq2seq.models.seq2seq.Seq2Seq` with the fused loss and the cast-once
+    output projection of search (see the module docstring)."""
+
+    _cast_cache: CastCache
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        return type(module) in (Seq2Seq, FastSeq2Seq)
+
+    def setup(self, compile: str) -> None:
+        self._cast_cache = CastCache()
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
+        """Starts a search: weights cast for an earlier one are dropped."""
+        self._cast_cache.clear()
+        return super().encode(src, src_lengths)
+
+    def cross_entropy(self, features: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        generator = self.generator
+        return projected_cross_entropy(features, generator.weight, generator.bias, target, label_smoothing)
+
+    def step(self, prev: Tensor, state: State, encoded: Encoded, vocab: Tensor | None = None) -> StepOutput:
+        out = self.decoder.step(prev, state, encoded)
+        logits = self.vocab_logits(out.features, vocab)
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=elementwise_dtype(logits.dtype))
+        return StepOutput(log_probs, out.state, out.attention)
+
+    def vocab_logits(self, features: Tensor, vocab: Tensor | None) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().vocab_logits(features, vocab)
+        weight, bias = self.generator.weight, self.generator.bias
+        dtype = product_dtype(features.device.type, weight.dtype)
+        if dtype == weight.dtype and vocab is None:
+            return linear(features, weight, bias)
+        params = [weight] if bias is None else [weight, bias]
+        rows = slice(None) if vocab is None else vocab
+        # The cache is cleared at encode, so each search picks its own list's rows once.
+        key_params = params if vocab is None else [*params, vocab]
+        w, *b = self._cast_cache.get(dtype, key_params, lambda: [p[rows] for p in params])
+        return linear(features.to(dtype), w, b[0] if b else None)

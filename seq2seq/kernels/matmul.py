@@ -1,18 +1,20 @@
-"""Matrix products of the hand-written loops and of search, float32 ones through oneDNN on CPU.
+"""Matrix products of the kernels and of search, float32 ones through oneDNN on CPU.
 
 Why: torch sends float32 products on CPU to MKL's sgemm, which on AMD processors runs its
-AVX2 code, while oneDNN (built into torch's CPU wheels) runs AVX-512 where the CPU has it:
-on this project's AMD EPYC (Zen 5) the decoder's and the loss's float32 products ran
-2.1–2.3× faster through oneDNN, and products with a transposed left operand (the weight
-gradients) about 1.6× (``scripts/matmul_rates.py``, docs/results.md). Both are IEEE float32 products; only the order
-of the sums differs. Half-precision products already go through oneDNN in torch, so they
-(and float64, and every other device) keep torch's operators.
+AVX2 code, while oneDNN (built into torch's CPU wheels) runs AVX-512 where the CPU has it,
+which is markedly faster on the models' shapes (``scripts/bench/matmul_rates.py`` compares
+the two). Both are IEEE float32 products; only the order of the sums differs.
+Half-precision products already go through oneDNN in torch, so they (and float64, and every
+other device) keep torch's operators.
 
 Set ``SEQ2SEQ_FP32_MATMUL=torch`` to keep torch's float32 products (``onednn`` is the
-default where torch has oneDNN). The functions fall back to torch where autograd would have
-to differentiate them: oneDNN's operator has no backward, so these are for code that writes
-its own (the loops, the loss) or runs without gradients (search). Inside ``torch.compile``
-(:func:`~seq2seq.models.input_feeding.compiled_steps`) the oneDNN products are custom
+default where torch has oneDNN). oneDNN's operator (``torch.ops.mkldnn._linear_pointwise``)
+is private to torch: it is used only after :func:`onednn_float32` has checked, at first use,
+that it exists and agrees with ``F.linear``; elsewhere torch's public products run. The
+functions also fall back to torch where autograd would have to differentiate them: oneDNN's
+operator has no backward, so these are for code that writes its own (the loops, the loss)
+or runs without gradients (search). Inside ``torch.compile``
+(:func:`~seq2seq.kernels.input_feeding.compiled_steps`) the oneDNN products are custom
 operators (``seq2seq::onednn_linear``, ``seq2seq::onednn_linear_add``) that inductor calls
 as they are.
 """
@@ -20,23 +22,77 @@ as they are.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+log = logging.getLogger(__name__)
+
 _CHOICES = ("onednn", "torch")
+
+
+def _trial() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Small fixed operands for the capability checks (no random draws: a check must not move
+    the RNG that training and its resumption depend on)."""
+    x = torch.arange(15, dtype=torch.float32).view(3, 5) / 7
+    w = torch.arange(20, dtype=torch.float32).view(4, 5).cos()
+    return x, w, torch.arange(4, dtype=torch.float32), torch.arange(12, dtype=torch.float32).view(3, 4).sin()
 
 
 @functools.cache
 def onednn_float32() -> bool:
-    """Whether float32 CPU products go through oneDNN (read once per process)."""
+    """Whether float32 CPU products go through oneDNN: chosen (``SEQ2SEQ_FP32_MATMUL``) and
+    its private operator present and agreeing with torch's products; checked once per process."""
     choice = os.environ.get("SEQ2SEQ_FP32_MATMUL", "onednn")
     if choice not in _CHOICES:
         raise ValueError(f"SEQ2SEQ_FP32_MATMUL={choice!r}: expected one of {', '.join(_CHOICES)}")
-    available = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    return choice == "onednn" and available
+    if choice != "onednn":
+        return False
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    x, w, b, other = _trial()
+    try:
+        works = torch.allclose(_linear_onednn(x, w, b), F.linear(x, w, b), atol=1e-5) and torch.allclose(
+            _linear_add_onednn(x, w, other), torch.addmm(other, x, w.t()), atol=1e-5
+        )
+    except (RuntimeError, TypeError, AttributeError) as error:
+        log.warning("oneDNN float32 products unusable (%s); using torch's", error)
+        return False
+    if not works:
+        log.warning("oneDNN float32 products disagree with torch's; using torch's")
+    return works
+
+
+@functools.cache
+def _sigmoid_backward_into() -> bool:
+    """Whether torch's private ``aten.sigmoid_backward.grad_input`` is usable; checked once
+    per process."""
+    return sigmoid_backward_works(getattr(torch.ops.aten.sigmoid_backward, "grad_input", None))
+
+
+def sigmoid_backward_works(op: Callable[..., Tensor] | None) -> bool:
+    """Whether ``op(grad, s, grad_input=out)`` exists and agrees with the public expression."""
+    if op is None:
+        return False
+    grad, s = _trial()[0], _trial()[0].sigmoid()
+    try:
+        out = op(grad, s, grad_input=torch.empty_like(s))
+    except (RuntimeError, TypeError) as error:
+        log.warning("aten.sigmoid_backward.grad_input unusable (%s); using public operations", error)
+        return False
+    return bool(torch.allclose(out, grad * s * (1 - s)))
+
+
+def sigmoid_backward(grad: Tensor, s: Tensor, out: Tensor | None = None) -> Tensor:
+    """grad ⊙ s ⊙ (1 - s), the gradient through σ given its output s; written into ``out``
+    where given (a scratch tensor reused at every step), in one pass where torch allows."""
+    if out is not None and _sigmoid_backward_into():
+        return torch.ops.aten.sigmoid_backward.grad_input(grad, s, grad_input=out)
+    return grad * s * (1 - s)
 
 
 def _onednn_chosen() -> bool:
@@ -80,7 +136,7 @@ def _linear_add_fake(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
 @functools.cache
 def register_for_compile() -> None:
     """Make the oneDNN products usable inside ``torch.compile`` (called by
-    :func:`~seq2seq.models.input_feeding.compiled_steps` before it compiles, not at import,
+    :func:`~seq2seq.kernels.input_feeding.compiled_steps` before it compiles, not at import,
     since it imports torch._dynamo: a second of start-up): as custom operators
     ``seq2seq::onednn_linear`` and ``seq2seq::onednn_linear_add``, which inductor calls as they
     are (it lowers oneDNN's own operator only for weights frozen into the graph, and its own

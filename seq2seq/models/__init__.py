@@ -1,9 +1,11 @@
-"""Models: the one place where config becomes modules (:func:`build_model`)."""
+"""The plain model: ordinary PyTorch, each module its paper's equations, and
+:func:`build_model`, the one place where config becomes modules. The fast paths that stand
+in for some of these modules are in :mod:`seq2seq.kernels`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from torch import nn
 
@@ -28,15 +30,15 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, p
         padding_idx=padding_idx,
         **cell_options(enc),
     )
-    decoder: Any = DECODERS[dec.type](dec, tgt_vocab_size, encoder.output_size, padding_idx)
-    rnn = decoder.rnn
+    decoder = DECODERS[dec.type](dec, tgt_vocab_size, encoder.output_size, padding_idx)
+    rnn: Any = decoder.rnn
     bridge = BRIDGES[config.bridge](
         encoder.output_size, dec.hidden_size, dec.num_layers, rnn.num_states, state_sizes=rnn.state_sizes
     )
     generator = nn.Linear(dec.output_size, tgt_vocab_size)
     if dec.tie_embeddings:
         generator.weight = decoder.embedding.weight  # Press & Wolf (2017)
-    return Seq2Seq(encoder, bridge, cast(Decoder, decoder), generator)
+    return Seq2Seq(encoder, bridge, decoder, generator)
 
 
 def _common(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> dict[str, Any]:
@@ -54,12 +56,12 @@ def _common(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx:
     }
 
 
-def _context(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+def _context(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> Decoder:
     common = _common(dec, vocab_size, context_size, padding_idx)
     return ContextDecoder(**common, output_layer=dec.output_layer, output_size=dec.output_size)
 
 
-def _bahdanau(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+def _bahdanau(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> Decoder:
     return BahdanauDecoder(
         **_common(dec, vocab_size, context_size, padding_idx),
         attention=dec.attention,
@@ -69,7 +71,7 @@ def _bahdanau(dec: DecoderConfig, vocab_size: int, context_size: int, padding_id
     )
 
 
-def _luong(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> nn.Module:
+def _luong(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: int) -> Decoder:
     return LuongDecoder(
         **_common(dec, vocab_size, context_size, padding_idx),
         attention=dec.attention,
@@ -80,7 +82,7 @@ def _luong(dec: DecoderConfig, vocab_size: int, context_size: int, padding_idx: 
 
 
 # model.decoder.type -> builder(decoder config, target vocabulary size, encoder output size, padding id)
-DECODERS: dict[str, Callable[[DecoderConfig, int, int, int], nn.Module]] = {
+DECODERS: dict[str, Callable[[DecoderConfig, int, int, int], Decoder]] = {
     "context": _context,
     "bahdanau": _bahdanau,
     "luong": _luong,

@@ -36,7 +36,7 @@ class _Attention(nn.Module):
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         weights = masked_softmax(self.score(query, keys), mask)
-        return torch.bmm(weights.to(memory.dtype), memory), weights
+        return torch.bmm(weights, memory), weights
 
 
 class AdditiveAttention(_Attention):

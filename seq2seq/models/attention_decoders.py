@@ -16,16 +16,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.models.attention import AdditiveAttention, make_attention
+from seq2seq.models.attention import make_attention
 from seq2seq.models.cells import State, make_recurrent
-from seq2seq.models.decoders import OUTPUT_LAYERS, DecoderOutput
-from seq2seq.models.dropout import Dropout, dropout_mask
+from seq2seq.models.decoders import OUTPUT_LAYERS, Decoder, DecoderOutput
 from seq2seq.models.encoder import Encoded
-from seq2seq.models.input_feeding import EAGER, Weights, compiled_steps, input_feeding_gru
-from seq2seq.models.precision import CastCache, product_dtype
 
 
 def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tensor, Tensor]:
@@ -34,13 +30,7 @@ def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tens
     return context, weights
 
 
-def _one_step(out: DecoderOutput) -> DecoderOutput:
-    """A teacher-forced output of one step (T = 1) as a step's output."""
-    assert out.attention is not None
-    return DecoderOutput(out.features[:, 0], out.state, out.attention[:, 0])
-
-
-class BahdanauDecoder(nn.Module):
+class BahdanauDecoder(Decoder):
     """Bahdanau et al. (2015), App. A.2.2, with a GRU, LSTM or any cell:
 
         c_t = Σ_j a_tj h_j,  a_t = softmax_j(v^T tanh(W s_{t-1} + U h_j))    (Eq. 5–6)
@@ -74,7 +64,7 @@ class BahdanauDecoder(nn.Module):
         if output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.rnn = make_recurrent(
             cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
         )
@@ -85,9 +75,6 @@ class BahdanauDecoder(nn.Module):
 
     def prepare(self, encoded: Encoded) -> Encoded:
         return encoded._replace(keys=self.attention.keys(encoded.outputs))
-
-    def init_state(self, encoded: Encoded, hidden: State) -> State:
-        return hidden
 
     def forward(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
         """prev: (N, T) previous target ids (BOS first) -> features (N, T, O), attention (N, T, S)."""
@@ -104,15 +91,8 @@ class BahdanauDecoder(nn.Module):
         features = self.output(torch.cat([self.dropout(s_all), emb, c_all], dim=-1))
         return DecoderOutput(self.dropout(features), state, torch.cat(weights, dim=1))
 
-    def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
-        """prev: (N,) -> features (N, O), attention (N, S)."""
-        return _one_step(self(prev[:, None], state, encoded))
 
-    def compile_steps(self, mode: str) -> None:
-        raise ValueError(f"the bahdanau decoder has no compiled step loop (asked for {mode!r})")
-
-
-class LuongDecoder(nn.Module):
+class LuongDecoder(Decoder):
     """Luong et al. (2015), Sec. 3, global attention on top of the recurrence:
 
         h_t = f(h_{t-1}, [E y_{t-1}; h̃_{t-1}])     (input feeding, Sec. 3.3; else f(h_{t-1}, E y_{t-1}))
@@ -146,37 +126,20 @@ class LuongDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = Dropout(dropout)
-        self.input_feeding = input_feeding
+        self.dropout = nn.Dropout(dropout)
+        # The settings, kept as torch.nn.GRU keeps its own (seq2seq.kernels reads them).
+        self.cell, self.num_layers, self.attention_type, self.input_feeding = cell, num_layers, attention, input_feeding
+        self.residual = bool(cell_options.get("residual", False))
+        self.variational = bool(cell_options.get("variational", False))
         input_size = embedding_dim + (output_size if input_feeding else 0)
         self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, False, dropout, **cell_options)
         query_size = cast(int, self.rnn.output_size)  # D * H, or the projection size
         self.attention = make_attention(attention, query_size, context_size, attention_size or hidden_size)
         self.combine = nn.Linear(context_size + query_size, output_size, bias=False)
         self.output_size = output_size
-        # The reference model of OpenNMT-py and Joey NMT runs as one fused loop with a
-        # hand-written backward (seq2seq.models.input_feeding): the same equations, faster.
-        self.fused = (
-            input_feeding
-            and cell == "gru"
-            and num_layers == 1
-            and attention == "mlp"
-            and not cell_options.get("variational", False)
-            and not cell_options.get("residual", False)
-        )
-        self._cast_cache = CastCache()
-        self.steps = EAGER
 
     def prepare(self, encoded: Encoded) -> Encoded:
-        self._cast_cache.clear()  # a new batch: the weights may have changed since the last one
-        keys = self.attention.keys(encoded.outputs)
-        if not self.fused:
-            return encoded._replace(keys=keys)
-        keys = 2 * keys  # the fused loop's sigmoid form of the tanh (models/input_feeding.py)
-        if not torch.is_grad_enabled() and keys.dtype != encoded.outputs.dtype:
-            # Decoding under autocast: cast the annotations once here, not at every step.
-            return encoded._replace(outputs=encoded.outputs.to(keys.dtype), keys=keys)
-        return encoded._replace(keys=keys)
+        return encoded._replace(keys=self.attention.keys(encoded.outputs))
 
     def init_state(self, encoded: Encoded, hidden: State) -> State:
         if not self.input_feeding:
@@ -195,8 +158,6 @@ class LuongDecoder(nn.Module):
             h, hidden = self.rnn(emb, state)
             features, weights = self._attentional(h, encoded)
             return DecoderOutput(features, hidden, weights)
-        if self.fused:
-            return self._fused_forward(emb, state, encoded)
         *hidden_list, feed = state
         hidden = tuple(hidden_list)
         outputs, all_weights = [], []
@@ -207,69 +168,3 @@ class LuongDecoder(nn.Module):
             outputs.append(out)
             all_weights.append(w)
         return DecoderOutput(torch.cat(outputs, dim=1), (*hidden, feed), torch.cat(all_weights, dim=1))
-
-    def _fused_forward(self, emb: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
-        """:meth:`forward` of the input-feeding GRU with mlp attention, through
-        :func:`~seq2seq.models.input_feeding.input_feeding_gru`."""
-        assert encoded.keys is not None, "call decoder.prepare(encoded) before decoding"
-        e, c = emb.size(-1), encoded.outputs.size(-1)
-        if torch.is_grad_enabled():
-            w_ie, b_ih, weights = self._fused_weights(e, c)
-        else:
-            w_ie, b_ih, weights = self._cast_weights(e, c, emb.device)
-        h0, feed = state
-        xe = F.linear(emb, w_ie, b_ih)  # the inputs of all steps at once
-        p = self.dropout.p
-        drop = None
-        if self.training and p > 0:
-            drop = dropout_mask((emb.size(0), emb.size(1), self.output_size), p, torch.float32, emb.device)
-        features, h, att = input_feeding_gru(
-            xe, h0[:, 0], feed, encoded.keys, encoded.outputs, encoded.mask, weights, drop, self.steps
-        )
-        return DecoderOutput(features, (h[:, None], features[:, -1]), att)
-
-    def _fused_weights(self, e: int, c: int) -> tuple[Tensor, Tensor, Weights]:
-        """The GRU's embedding-input weights and bias, and the loop's :class:`Weights`, as
-        views of the parameters (e: embedding size, c: annotation size)."""
-        gru = cast(nn.Module, self.rnn.rnn)  # FusedRecurrent's torch.nn.GRU, one layer
-        w_ih, w_hh = cast(Tensor, gru.weight_ih_l0), cast(Tensor, gru.weight_hh_l0)
-        b_ih, b_hh = cast(Tensor, gru.bias_ih_l0), cast(Tensor, gru.bias_hh_l0)
-        attention = cast(AdditiveAttention, self.attention)
-        combine = self.combine.weight
-        weights = Weights(
-            w_if=w_ih[:, e:],
-            w_hh=w_hh,
-            b_hh=b_hh,
-            w_qch=torch.cat([attention.query.weight, combine[:, c:]]),
-            v=attention.v.weight[0],
-            w_cc=combine[:, :c],
-        )
-        return w_ih[:, :e], b_ih, weights
-
-    def _cast_weights(self, e: int, c: int, device: torch.device) -> tuple[Tensor, Tensor, Weights]:
-        """:meth:`_fused_weights` in the autocast dtype, contiguous, made once and reused
-        for the steps of one batch (search calls the decoder once per step; :meth:`prepare`
-        starts a batch and drops the casts)."""
-        dtype = product_dtype(device.type, self.combine.weight.dtype)
-
-        def make() -> list[Tensor]:
-            w_ie, b_ih, weights = self._fused_weights(e, c)
-            return [w_ie, b_ih, *weights]
-
-        w_ie, b_ih, *weights = self._cast_cache.get(dtype, self.parameters(), make)
-        return w_ie, b_ih, Weights(*weights)
-
-    def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
-        """prev: (N,) -> features (N, O), attention (N, S)."""
-        return _one_step(self(prev[:, None], state, encoded))
-
-    def compile_steps(self, mode: str) -> None:
-        """Run the fused loop's steps under ``torch.compile`` (:func:`~seq2seq.models.
-        input_feeding.compiled_steps`; mode ``default`` or ``reduce-overhead``), or eagerly
-        again (``none``). Only the fused loop has one."""
-        if not self.fused:
-            raise ValueError(
-                "compiled steps need the fused decoder (input feeding, one gru layer, mlp attention, "
-                f"no residual or variational dropout; asked for {mode!r})"
-            )
-        self.steps = EAGER if mode == "none" else compiled_steps(mode)

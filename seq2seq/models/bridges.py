@@ -19,8 +19,10 @@ from seq2seq.models.cells import State
 from seq2seq.models.encoder import Encoded
 
 
-class _Bridge(nn.Module):
-    """What every bridge knows: the decoder's layers and the size of each state component."""
+class Bridge(nn.Module):
+    """What every bridge knows, the decoder's layers and the size of each state component,
+    and what it does: ``bridge(encoded)`` -> the decoder's initial state, a tuple of
+    (N, num_layers, S_k) tensors."""
 
     def __init__(
         self,
@@ -34,8 +36,11 @@ class _Bridge(nn.Module):
         self.num_layers: int = num_layers
         self.state_sizes: tuple[int, ...] = tuple(state_sizes or [hidden_size] * num_states)
 
+    def forward(self, encoded: Encoded) -> State:
+        raise NotImplementedError
 
-class _ProjectedBridge(_Bridge):
+
+class _ProjectedBridge(Bridge):
     """A bridge with one linear map per state component, to all decoder layers at once."""
 
     def __init__(
@@ -74,8 +79,8 @@ class MeanBridge(_ProjectedBridge):
     backward annotation instead). An LSTM decoder's c_0 has its own W_c on the same mean."""
 
     def forward(self, encoded: Encoded) -> State:
-        mask = encoded.mask[:, :, None].to(encoded.outputs.dtype)  # (N, S, 1)
-        mean = (encoded.outputs * mask).sum(dim=1) / mask.sum(dim=1)  # (N, C)
+        mask = encoded.mask[:, :, None]  # (N, S, 1)
+        mean = encoded.outputs.masked_fill(~mask, 0).sum(dim=1) / mask.sum(dim=1)  # (N, C)
         n = mean.size(0)
         return tuple(
             torch.tanh(proj(mean)).view(n, self.num_layers, size)
@@ -83,7 +88,7 @@ class MeanBridge(_ProjectedBridge):
         )
 
 
-class LastBridge(_Bridge):
+class LastBridge(Bridge):
     """s_0 = the encoder's final hidden state (top layer, directions concatenated), copied
     to every decoder layer without a projection; needs D * H_enc == H_dec. An LSTM decoder
     takes the encoder's final cell state when the encoder is an LSTM, and starts its cell
@@ -114,7 +119,7 @@ class LastBridge(_Bridge):
         return tuple(states)
 
 
-class ZeroBridge(_Bridge):
+class ZeroBridge(Bridge):
     """The decoder starts from zeros; it sees the source only through its inputs."""
 
     def forward(self, encoded: Encoded) -> State:
@@ -124,4 +129,4 @@ class ZeroBridge(_Bridge):
 
 # "tanh": concatenated final states -> linear -> tanh (Cho); "mean": mean annotation ->
 # linear -> tanh (Bahdanau-style); "last": final state as is; "zero": zeros.
-BRIDGES: dict[str, type[nn.Module]] = {"tanh": TanhBridge, "mean": MeanBridge, "last": LastBridge, "zero": ZeroBridge}
+BRIDGES: dict[str, type[Bridge]] = {"tanh": TanhBridge, "mean": MeanBridge, "last": LastBridge, "zero": ZeroBridge}

@@ -22,9 +22,9 @@ Gers et al. 2000, bias 1 by default); ``lstm_peephole`` (Gers et al. 2003); ``ls
 (Sak et al. 2014, ``proj_size``); ``layernorm_gru`` and ``layernorm_lstm`` (Ba et al. 2016).
 The equations are in :mod:`seq2seq.models.custom_cells`.
 
-Speed: ``rnn``, ``gru``, ``lstm`` and ``lstmp`` run torch's fused kernels (cuDNN on GPU)
-unless variational dropout asks for a mask on the recurrent state inside the recurrence;
-then, like the other cells, they run the same equations in
+``rnn``, ``gru``, ``lstm`` and ``lstmp`` run torch's own recurrent modules (cuDNN on GPU),
+:class:`TorchRecurrent`, unless variational dropout asks for a mask on the recurrent state
+inside the recurrence; then, like the other cells, they run the same equations in
 :class:`~seq2seq.models.stack.LoopLayer`, which projects the inputs of all steps at once.
 """
 
@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.config import CELLS as CELL_NAMES
 from seq2seq.models.custom_cells import (
     ElmanCell,
     GRUCell,
@@ -51,16 +51,14 @@ from seq2seq.models.custom_cells import (
     State,
     init_recurrent,
 )
-from seq2seq.models.dropout import dropout_mask
-from seq2seq.models.gru_loop import gru_loop
-from seq2seq.models.stack import LoopLayer, Recurrent, RecurrentStack, in_float32_on_cpu, reverse_padded
+from seq2seq.models.stack import LoopLayer, Recurrent, RecurrentStack
 
-__all__ = ["CELLS", "FusedRecurrent", "Recurrent", "State", "make_recurrent"]
+__all__ = ["CELLS", "Recurrent", "State", "TorchRecurrent", "make_recurrent"]
 
 _GATES: dict[Any, int] = {nn.RNN: 1, nn.GRU: 3, nn.LSTM: 4}
 
 
-class FusedRecurrent(Recurrent):
+class TorchRecurrent(Recurrent):
     """torch.nn.RNN / GRU / LSTM behind the batch-first-state interface above.
     ``proj_size`` > 0 (LSTM only) gives torch's LSTMP, the equations of
     :class:`~seq2seq.models.custom_cells.ProjectedLSTMCell`."""
@@ -92,7 +90,6 @@ class FusedRecurrent(Recurrent):
         self.num_layers = num_layers
         self.num_directions = 2 if bidirectional else 1
         self.num_states = 2 if module is nn.LSTM else 1
-        self.is_gru = module is nn.GRU
         self.state_sizes = (proj_size or hidden_size, hidden_size)[: self.num_states]
         self.output_size = self.num_directions * self.state_sizes[0]
         for name, param in self.rnn.named_parameters():
@@ -108,37 +105,6 @@ class FusedRecurrent(Recurrent):
 
     def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         """x: (N, L, H_in) -> output (N, L, D*S_0), state (each (N, num_layers*D, S_k))."""
-        # torch's CPU RNN kernels have no fast bf16 path (about 15x slower under autocast): a
-        # GRU runs as seq2seq.models.gru_loop there, with bf16 products; the others in float32.
-        if self.is_gru and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            return self._run_loop(x, state, lengths)
-        return in_float32_on_cpu(self._run, x, state, lengths)
-
-    def _run_loop(self, x: Tensor, state: State | None, lengths: Tensor | None) -> tuple[Tensor, State]:
-        """The GRU stack through :func:`~seq2seq.models.gru_loop.gru_loop`, layer by layer."""
-        n, length, d = x.size(0), x.size(1), self.num_directions
-        lengths = None if lengths is None else lengths.to(x.device)
-        valid = torch.ones(n, length, dtype=torch.bool, device=x.device)
-        if lengths is not None:
-            valid = torch.arange(length, device=x.device)[None, :] < lengths[:, None]
-        finals = []
-        for layer in range(self.num_layers):
-            if layer > 0 and self.training and self.rnn.dropout > 0:  # torch.nn.GRU's dropout between layers
-                x = x * dropout_mask(tuple(x.shape), self.rnn.dropout, x.dtype, x.device)
-            names = [f"l{layer}", f"l{layer}_reverse"][:d]
-            w_ih = torch.cat([cast(Tensor, getattr(self.rnn, f"weight_ih_{s}")) for s in names])
-            b_ih = torch.cat([cast(Tensor, getattr(self.rnn, f"bias_ih_{s}")) for s in names])
-            projected = F.linear(x, w_ih, b_ih).chunk(d, dim=-1)  # the inputs of all steps, one product
-            xi = torch.stack([projected[0], *(reverse_padded(p, lengths) for p in projected[1:])])
-            w_hh = torch.stack([cast(Tensor, getattr(self.rnn, f"weight_hh_{s}")) for s in names])
-            b_hh = torch.stack([cast(Tensor, getattr(self.rnn, f"bias_hh_{s}")) for s in names])
-            h0 = x.new_zeros(d, n, self.hidden_size) if state is None else state[0][:, layer * d : (layer + 1) * d]
-            out, h = gru_loop(xi, h0.transpose(0, 1) if state is not None else h0, w_hh, b_hh, valid)
-            x = torch.cat([out[0], *(reverse_padded(o, lengths) for o in out[1:])], dim=-1)
-            finals.append(h.transpose(0, 1))
-        return x, (torch.cat(finals, dim=1),)
-
-    def _run(self, x: Tensor, state: State | None, lengths: Tensor | None) -> tuple[Tensor, State]:
         hx: Any = None  # what torch expects: h, or (h, c) for an LSTM
         if state is not None:
             layer_major = tuple(s.transpose(0, 1).contiguous() for s in state)
@@ -154,7 +120,7 @@ class FusedRecurrent(Recurrent):
 
 
 # Cells with a torch kernel, and the one-step form of every cell (input, hidden, proj).
-_FUSED: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "lstmp": nn.LSTM}
+_TORCH: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "lstmp": nn.LSTM}
 _STEPS: dict[str, Callable[[int, int, int], RecurrentCell]] = {
     "rnn": lambda i, h, p: ElmanCell(i, h),
     "gru": lambda i, h, p: GRUCell(i, h),
@@ -192,10 +158,10 @@ def _builder(name: str) -> Callable[..., Recurrent]:
             raise ValueError(f"proj_size > 0 is for the lstmp cell only, and lstmp needs it (got {proj_size})")
         d = 2 if bidirectional else 1
         sizes = [input_size] + [d * (proj_size or hidden_size)] * (num_layers - 1)
-        if name in _FUSED and not variational:
+        if name in _TORCH and not variational:
             fused = partial(
-                FusedRecurrent,
-                _FUSED[name],
+                TorchRecurrent,
+                _TORCH[name],
                 hidden_size=hidden_size,
                 bidirectional=bidirectional,
                 forget_bias=forget_bias,
@@ -218,8 +184,10 @@ def _builder(name: str) -> Callable[..., Recurrent]:
     return build
 
 
-# name -> builder(input_size, hidden_size, num_layers, bidirectional, dropout, **options)
-CELLS: dict[str, Callable[..., Recurrent]] = {name: _builder(name) for name in _STEPS}
+# name -> builder(input_size, hidden_size, num_layers, bidirectional, dropout, **options); the
+# names are the config's choices (seq2seq.config.CELLS), which must each have a step cell above.
+assert set(_STEPS) == set(CELL_NAMES), "every cell named in seq2seq.config.CELLS needs a step cell"
+CELLS: dict[str, Callable[..., Recurrent]] = {name: _builder(name) for name in CELL_NAMES}
 
 
 def make_recurrent(

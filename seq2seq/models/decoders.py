@@ -1,29 +1,25 @@
-"""Decoders. Each takes an explicit state and returns the next one; none keeps per-batch
-state on ``self``.
-
-Interface shared by every decoder (the attention decoders are in
-:mod:`seq2seq.models.attention_decoders`)::
+"""Decoders, on one base class :class:`Decoder`. Each takes an explicit state and returns
+the next one; none keeps per-batch state on ``self``::
 
     encoded = decoder.prepare(encoded)                   # once per batch: attention keys
     state = decoder.init_state(encoded, hidden)          # hidden: from a bridge
     out = decoder(prev_tokens, state, encoded)           # teacher forced, (N, T)
     out = decoder.step(prev_token, state, encoded)       # one step, (N,)
-    decoder.compile_steps(mode)                          # torch.compile its step loop, or raise
 
 ``out`` is a :class:`DecoderOutput`: features (N, T, O) or (N, O) for the output
 projection, the next state, and attention weights where the decoder has them.
-Decoder states are tuples of batch-first tensors.
+Decoder states are tuples of batch-first tensors. The attention decoders are in
+:mod:`seq2seq.models.attention_decoders`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from seq2seq.models.cells import State, make_recurrent
-from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoder import Encoded
 
 
@@ -33,14 +29,31 @@ class DecoderOutput(NamedTuple):
     attention: Tensor | None = None  # (N, T, S) or (N, S) where the decoder attends
 
 
-class Decoder(Protocol):
-    """What the model, the trainer and search need of a decoder."""
+class Decoder(nn.Module):
+    """What the model, the trainer and search need of a decoder. Subclasses implement
+    :meth:`forward` (teacher forcing over T steps) and may override the others."""
 
-    def prepare(self, encoded: Encoded) -> Encoded: ...
-    def init_state(self, encoded: Encoded, hidden: State) -> State: ...
-    def __call__(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput: ...
-    def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput: ...
-    def compile_steps(self, mode: str) -> None: ...
+    embedding: nn.Embedding  # E, the target embeddings
+    output_size: int  # O, the size of the features the output projection reads
+
+    def prepare(self, encoded: Encoded) -> Encoded:
+        """Once per source batch, before decoding it: what every step reuses (attention keys)."""
+        return encoded
+
+    def init_state(self, encoded: Encoded, hidden: State) -> State:
+        """The state before the first step, from the bridge's ``hidden`` (each (N, num_layers, S_k))."""
+        return hidden
+
+    def forward(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
+        """prev: (N, T) previous target ids (BOS first) -> features (N, T, O)."""
+        raise NotImplementedError
+
+    def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
+        """One step: prev (N,) -> features (N, O), attention (N, S) where there is one.
+        The teacher-forced forward over a single step, by default."""
+        out = self(prev[:, None], state, encoded)
+        attention = None if out.attention is None else out.attention[:, 0]
+        return DecoderOutput(out.features[:, 0], out.state, attention)
 
 
 class Maxout(nn.Module):
@@ -60,7 +73,7 @@ class Maxout(nn.Module):
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"maxout": Maxout, "linear": nn.Linear}
 
 
-class ContextDecoder(nn.Module):
+class ContextDecoder(Decoder):
     """The RNN Encoder–Decoder decoder of Cho et al. (2014), Sec. 2.2 and App. A.1.
 
     The summary c (the encoder's final state, C features) is fed to every step and to the
@@ -94,15 +107,12 @@ class ContextDecoder(nn.Module):
         if output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.rnn = make_recurrent(
             cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
         )
         self.output = OUTPUT_LAYERS[output_layer](self.rnn.output_size + embedding_dim + context_size, output_size)
         self.output_size = output_size
-
-    def prepare(self, encoded: Encoded) -> Encoded:
-        return encoded  # no attention: nothing to precompute
 
     def init_state(self, encoded: Encoded, hidden: State) -> State:
         return (*hidden, encoded.summary[:, 0])
@@ -115,11 +125,3 @@ class ContextDecoder(nn.Module):
         s, hidden_next = self.rnn(torch.cat([emb, ctx], dim=-1), tuple(hidden))
         features = self.output(torch.cat([self.dropout(s), emb, ctx], dim=-1))
         return DecoderOutput(self.dropout(features), (*hidden_next, context))
-
-    def step(self, prev: Tensor, state: State, encoded: Encoded) -> DecoderOutput:
-        """prev: (N,) -> features (N, O)."""
-        out = self(prev[:, None], state, encoded)
-        return DecoderOutput(out.features[:, 0], out.state)
-
-    def compile_steps(self, mode: str) -> None:
-        raise ValueError(f"the context decoder has no compiled step loop (asked for {mode!r})")

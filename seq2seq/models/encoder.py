@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.models.cells import make_recurrent
-from seq2seq.models.dropout import Dropout
 
 
 class Encoded(NamedTuple):
@@ -45,7 +44,7 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.rnn = make_recurrent(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout, **cell_options)
         self.num_directions = 2 if bidirectional else 1
         self.output_size: int = self.rnn.output_size

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.models.custom_cells import RecurrentCell, State
+from seq2seq.models.dropout import dropout_mask
 
 
 class Recurrent(nn.Module):
@@ -81,8 +82,7 @@ class LoopLayer(Recurrent):
         """Run ``cell`` over the projected inputs xp (N, L, G·H) from ``state``."""
         h_mask = None
         if self.training and self.recurrent_dropout > 0:
-            keep = 1.0 - self.recurrent_dropout
-            h_mask = torch.bernoulli(state[0].new_full(state[0].shape, keep)) / keep
+            h_mask = dropout_mask(tuple(state[0].shape), self.recurrent_dropout, state[0])
         # Every sequence is real up to its shortest length: no masking needed before it.
         masked_from = xp.size(1) if lengths is None else int(lengths.min())
         outputs = []
@@ -106,21 +106,6 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     t = torch.arange(x.size(1), device=x.device)[None, :]
     index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
     return x.gather(1, index[..., None].expand_as(x))
-
-
-def in_float32_on_cpu(
-    run: Callable[[Tensor, State | None, Tensor | None], tuple[Tensor, State]],
-    x: Tensor,
-    state: State | None,
-    lengths: Tensor | None,
-) -> tuple[Tensor, State]:
-    """Call ``run(x, state, lengths)``; under CPU autocast, in float32 with autocast off,
-    because small recurrent products are many times slower in bf16 on CPUs without AMX
-    (docs/results.md) and the recurrence is where rounding errors compound."""
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        with torch.autocast("cpu", enabled=False):
-            return run(x.float(), None if state is None else tuple(s.float() for s in state), lengths)
-    return run(x, state, lengths)
 
 
 class RecurrentStack(Recurrent):
@@ -147,9 +132,6 @@ class RecurrentStack(Recurrent):
 
     def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         """x: (N, L, I) -> output (N, L, D·S_0), state (each (N, num_layers·D, S_k))."""
-        return in_float32_on_cpu(self._run, x, state, lengths)
-
-    def _run(self, x: Tensor, state: State | None, lengths: Tensor | None) -> tuple[Tensor, State]:
         d = self.num_directions
         finals = []
         for i, layer in enumerate(self.layers):
@@ -165,5 +147,4 @@ class RecurrentStack(Recurrent):
             return x
         if not self.variational:
             return F.dropout(x, self.dropout, training=True)
-        keep = 1.0 - self.dropout
-        return x * (torch.bernoulli(x.new_full((x.size(0), 1, x.size(2)), keep)) / keep)
+        return x * dropout_mask((x.size(0), 1, x.size(2)), self.dropout, x)

@@ -36,11 +36,11 @@ from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
 from seq2seq.errors import RunDirError
 from seq2seq.evaluate import score_corpus
+from seq2seq.kernels import accelerate
 from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.runtime import autocast, check_precision, resolve_precision, rng_state, set_rng_state, set_threads
 from seq2seq.train.distributed import World, close_world, init_world, shard
-from seq2seq.train.loss import projected_cross_entropy
 from seq2seq.train.run_dir import check_resumable, open_run_dir
 from seq2seq.train.schedule import Schedule
 from seq2seq.translate import translate_ids
@@ -64,15 +64,11 @@ class Progress:
 def batch_loss(model: Seq2Seq, batch: Batch, pad: int, label_smoothing: float) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the real target positions, and their count.
 
-    Only unpadded positions are projected to the vocabulary, a chunk of rows at a time with
-    the softmax and its gradient (:mod:`seq2seq.train.loss`); the softmax and the loss run in
-    float32 whatever the autocast precision."""
+    Only unpadded positions are projected to the vocabulary (:meth:`Seq2Seq.cross_entropy`;
+    with kernels, a chunk of rows at a time with the softmax and its gradient in float32)."""
     features = model(batch.src, batch.src_lengths, batch.tgt_in)
     real = batch.tgt_out != pad
-    generator = model.generator
-    loss = projected_cross_entropy(
-        features[real], generator.weight, generator.bias, batch.tgt_out[real], label_smoothing
-    )
+    loss = model.cross_entropy(features[real], batch.tgt_out[real], label_smoothing)
     return loss, int(real.sum())
 
 
@@ -122,8 +118,8 @@ class Trainer:
         tc = config.training
         self.model = build_model(config.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id)
         self.model.to(device).train()
-        if tc.compile != "none":  # the config has checked that the decoder has a step loop
-            self.model.decoder.compile_steps(tc.compile)
+        if tc.kernels:  # the config has checked that compile has a step loop to compile
+            accelerate(self.model, tc.compile)
         loss = _BatchLoss(self.model, data.tgt_vocab.pad_id, tc.label_smoothing)
         # Under torchrun, DDP averages the ranks' gradients during backward (see update()).
         self.ddp = None
