@@ -31,18 +31,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import cell_overrides
-
-from seq2seq.config import load_config
-
-ALL_CELLS = "rnn,gru,lstm,lstm_peephole,lstmp,layernorm_gru,layernorm_lstm"
+from seq2seq.checkpoint import read_checkpoint
+from seq2seq.config import CELLS, cell_overrides, load_config
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--cells", default=ALL_CELLS)
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated (default: every cell)")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per cell")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--report-only", action="store_true", help="tabulate and plot existing runs")
@@ -82,13 +79,11 @@ def epoch_tokens(config_path: str, overrides: list[str], run_dir: Path) -> int:
 
 
 def summarize(cell: str, run_dir: Path, epoch_tokens: int) -> dict[str, Any]:
-    import torch
-
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "loss" in r]
     dev = [r for r in records if "dev_bleu" in r]
     best = max(dev, key=lambda r: r["dev_bleu"])
-    weights = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"]
+    weights = read_checkpoint(run_dir / "best.pt").weights
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in train)
     return {
         "cell": cell,

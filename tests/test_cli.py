@@ -182,7 +182,7 @@ def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
     bench = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "scripts/benchmark.py"),
+            str(ROOT / "scripts/bench/benchmark.py"),
             TINY,
             "--steps",
             "3",
@@ -205,7 +205,7 @@ def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
 def test_benchmark_data_scale(tmp_path: Path) -> None:
     sets = ["--set", "data.num_proc=2", "--set", "data.subwords.input_sentence_size=500"]
     bench = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/benchmark.py"), TINY, "--data-scale", "2000", "--json", *sets],
+        [sys.executable, str(ROOT / "scripts/bench/benchmark.py"), TINY, "--data-scale", "2000", "--json", *sets],
         capture_output=True,
         text=True,
         check=True,
