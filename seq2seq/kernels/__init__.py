@@ -14,8 +14,9 @@ kernel                         stands in for                               where
 :class:`FastSeq2Seq`           ``models.seq2seq.Seq2Seq``                  loss, and search steps
 =============================  ==========================================  ============================
 
-A kernel's static ``supports(module)`` says which modules it takes; its forward hands any
-input it does not speed up (no autocast, say) to the plain module's forward.
+A kernel (:class:`~seq2seq.kernels.kernel.Kernel`) names the plain class it stands in for,
+and its ``supports(module)`` says which modules of that class it takes; its forward hands
+any input it does not speed up (no autocast, say) to the plain module's forward.
 :func:`accelerate` changes the class of each supported module in place, the way
 ``torch.nn.utils.parametrize`` does, so that parameter names, state dicts and checkpoints
 stay those of the plain model. ``training.kernels: false`` (``search.kernels``) skips it, and
@@ -24,30 +25,22 @@ the plain model runs alone.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from torch import nn
 
 from seq2seq.config import COMPILE_MODES
 from seq2seq.kernels.decoder import FusedLuongDecoder
 from seq2seq.kernels.dropout import FastDropout
+from seq2seq.kernels.kernel import Kernel
 from seq2seq.kernels.loss import FastSeq2Seq
 from seq2seq.kernels.recurrent import CPUAutocastRecurrent, Float32Stack
 
 __all__ = ["KERNELS", "accelerate", "kernel_of"]
 
 
-class Kernel(Protocol):
-    """What :func:`accelerate` needs of a kernel class."""
-
-    @staticmethod
-    def supports(module: nn.Module) -> bool: ...
-
-    def setup(self, compile: str) -> None: ...
-
-
 # Tried in order for every module of the model; the first that supports a module takes it.
-KERNELS: tuple[type[nn.Module], ...] = (
+KERNELS: tuple[type[Kernel], ...] = (
     FusedLuongDecoder,
     CPUAutocastRecurrent,
     Float32Stack,
@@ -56,9 +49,9 @@ KERNELS: tuple[type[nn.Module], ...] = (
 )
 
 
-def kernel_of(module: nn.Module) -> type[nn.Module] | None:
+def kernel_of(module: nn.Module) -> type[Kernel] | None:
     """The kernel class that :func:`accelerate` gives ``module``, or None for the plain path."""
-    return next((kernel for kernel in KERNELS if kernel.supports(module)), None)  # type: ignore[attr-defined]
+    return next((kernel for kernel in KERNELS if kernel.supports(module)), None)
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -78,8 +71,8 @@ def accelerate(model: M, compile: str = "none") -> M:
         kernel = kernel_of(module)
         if kernel is None:
             continue
-        module.__class__ = kernel
-        module.setup(compile)  # type: ignore[operator]
+        module.__class__ = kernel  # type: ignore[assignment]  # a Kernel is also a subclass of the plain class
+        kernel.setup(module, compile)  # type: ignore[arg-type]
         compiled |= kernel is FusedLuongDecoder
     if compile != "none" and not compiled:
         raise ValueError(f"compile {compile!r}: the model has no fused decoder, whose step loop alone compiles")

@@ -22,6 +22,7 @@ from seq2seq.config import fused_decoder
 from seq2seq.kernels.casts import CastCache, product_dtype
 from seq2seq.kernels.dropout import fast_dropout_mask
 from seq2seq.kernels.input_feeding import EAGER, Steps, Weights, compiled_steps, input_feeding_gru
+from seq2seq.kernels.kernel import Kernel
 from seq2seq.models.attention import AdditiveAttention
 from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.cells import State, TorchRecurrent
@@ -29,16 +30,17 @@ from seq2seq.models.decoders import DecoderOutput
 from seq2seq.models.encoder import Encoded
 
 
-class FusedLuongDecoder(LuongDecoder):
+class FusedLuongDecoder(Kernel, LuongDecoder):
     """:class:`~seq2seq.models.attention_decoders.LuongDecoder` through the fused loop (see
     the module docstring); ``setup(compile)`` picks eager (``none``) or compiled step functions."""
 
+    plain = LuongDecoder
     steps: Steps
     _cast_cache: CastCache
 
-    @staticmethod
-    def supports(module: nn.Module) -> bool:
-        if type(module) not in (LuongDecoder, FusedLuongDecoder):
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        if not super().supports(module):
             return False
         decoder = cast(LuongDecoder, module)
         return fused_decoder(

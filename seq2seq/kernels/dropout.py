@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seq2seq.kernels.kernel import Kernel
+
 
 def fast_dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A dropout mask of ``shape``: 0 with probability p (to 1/65536), else 1 / (1 - p)."""
@@ -26,15 +28,10 @@ def fast_dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype, devi
     return (bits >= dropped - 32768).to(dtype).mul_(1.0 / keep)
 
 
-class FastDropout(nn.Dropout):
+class FastDropout(Kernel, nn.Dropout):
     """torch.nn.Dropout with :func:`fast_dropout_mask` (same arguments and behaviour)."""
 
-    @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return type(module) in (nn.Dropout, FastDropout)
-
-    def setup(self, compile: str) -> None:
-        pass
+    plain = nn.Dropout
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:

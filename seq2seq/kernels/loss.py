@@ -24,9 +24,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from seq2seq.kernels.casts import CastCache, elementwise_dtype, product_dtype
+from seq2seq.kernels.kernel import Kernel
 from seq2seq.kernels.matmul import linear, mm
 from seq2seq.models.cells import State
 from seq2seq.models.encoder import Encoded
@@ -131,15 +132,12 @@ def projected_cross_entropy(
     return _chunked(x, weight, bias, target, label_smoothing, chunk, grads=False)[0]
 
 
-class FastSeq2Seq(Seq2Seq):
+class FastSeq2Seq(Kernel, Seq2Seq):
     """:class:`~seq2seq.models.seq2seq.Seq2Seq` with the fused loss and the cast-once
     output projection of search (see the module docstring)."""
 
+    plain = Seq2Seq
     _cast_cache: CastCache
-
-    @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return type(module) in (Seq2Seq, FastSeq2Seq)
 
     def setup(self, compile: str) -> None:
         self._cast_cache = CastCache()

@@ -12,14 +12,16 @@ autocast off. Elsewhere (no autocast, or not on a CPU) they run the plain module
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from seq2seq.kernels.dropout import fast_dropout_mask
 from seq2seq.kernels.gru_loop import gru_loop
+from seq2seq.kernels.kernel import Kernel
 from seq2seq.models.cells import State, TorchRecurrent
 from seq2seq.models.stack import RecurrentStack, reverse_padded
 
@@ -28,28 +30,29 @@ def _cpu_autocast(x: Tensor) -> bool:
     return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
 
-def _float32(x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-    return x.float(), None if state is None else tuple(s.float() for s in state)
+def _float32_under_cpu_autocast(
+    forward: Callable[[Tensor, State | None, Tensor | None], tuple[Tensor, State]],
+    x: Tensor,
+    state: State | None,
+    lengths: Tensor | None,
+) -> tuple[Tensor, State]:
+    """``forward(x, state, lengths)``; under CPU autocast in float32 with autocast off."""
+    if not _cpu_autocast(x):
+        return forward(x, state, lengths)
+    with torch.autocast("cpu", enabled=False):
+        return forward(x.float(), None if state is None else tuple(s.float() for s in state), lengths)
 
 
-class CPUAutocastRecurrent(TorchRecurrent):
+class CPUAutocastRecurrent(Kernel, TorchRecurrent):
     """:class:`~seq2seq.models.cells.TorchRecurrent` that runs a GRU through the loop and
     the other cells in float32 under CPU autocast (see the module docstring)."""
 
-    @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return type(module) in (TorchRecurrent, CPUAutocastRecurrent)
-
-    def setup(self, compile: str) -> None:
-        pass
+    plain = TorchRecurrent
 
     def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-        if not _cpu_autocast(x):
-            return super().forward(x, state, lengths)
-        if self.rnn.mode == "GRU":
+        if _cpu_autocast(x) and self.rnn.mode == "GRU":
             return self.gru_forward(x, state, lengths)
-        with torch.autocast("cpu", enabled=False):
-            return super().forward(*_float32(x, state), lengths)
+        return _float32_under_cpu_autocast(super().forward, x, state, lengths)
 
     def gru_forward(self, x: Tensor, state: State | None, lengths: Tensor | None) -> tuple[Tensor, State]:
         """The GRU stack through :func:`~seq2seq.kernels.gru_loop.gru_loop`, layer by layer:
@@ -77,19 +80,11 @@ class CPUAutocastRecurrent(TorchRecurrent):
         return x, (torch.cat(finals, dim=1),)
 
 
-class Float32Stack(RecurrentStack):
+class Float32Stack(Kernel, RecurrentStack):
     """:class:`~seq2seq.models.stack.RecurrentStack` that runs in float32 with autocast off
     under CPU autocast (see the module docstring)."""
 
-    @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return type(module) in (RecurrentStack, Float32Stack)
-
-    def setup(self, compile: str) -> None:
-        pass
+    plain = RecurrentStack
 
     def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-        if not _cpu_autocast(x):
-            return super().forward(x, state, lengths)
-        with torch.autocast("cpu", enabled=False):
-            return super().forward(*_float32(x, state), lengths)
+        return _float32_under_cpu_autocast(super().forward, x, state, lengths)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from seq2seq.models.attention import make_attention
 from seq2seq.models.cells import State, make_recurrent
-from seq2seq.models.decoders import OUTPUT_LAYERS, Decoder, DecoderOutput
+from seq2seq.models.decoders import Decoder, DecoderOutput, DeepOutputDecoder
 from seq2seq.models.encoder import Encoded
 
 
@@ -30,7 +30,7 @@ def _attend(attention: nn.Module, query: Tensor, encoded: Encoded) -> tuple[Tens
     return context, weights
 
 
-class BahdanauDecoder(Decoder):
+class BahdanauDecoder(DeepOutputDecoder):
     """Bahdanau et al. (2015), App. A.2.2, with a GRU, LSTM or any cell:
 
         c_t = Σ_j a_tj h_j,  a_t = softmax_j(v^T tanh(W s_{t-1} + U h_j))    (Eq. 5–6)
@@ -40,8 +40,8 @@ class BahdanauDecoder(Decoder):
     The query s_{t-1} is the top layer's previous hidden state. The deep output reads the
     new state s_t, as in dl4mt and Nematus (the paper's equation shows s_{t-1}).
 
-    State: the cell's state (h, or h and c; each (N, num_layers, S_k)). ``cell_options`` go
-    to :func:`~seq2seq.models.cells.make_recurrent`.
+    State: the cell's state (h, or h and c; each (N, num_layers, S_k)). The recurrence and
+    the deep output are :class:`~seq2seq.models.decoders.DeepOutputDecoder`'s.
     """
 
     def __init__(
@@ -60,18 +60,21 @@ class BahdanauDecoder(Decoder):
         padding_idx: int = 0,
         **cell_options: Any,
     ) -> None:
-        super().__init__()
-        if output_layer not in OUTPUT_LAYERS:
-            raise ValueError(f"unknown output layer {output_layer!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.dropout = nn.Dropout(dropout)
-        self.rnn = make_recurrent(
-            cell, embedding_dim + context_size, hidden_size, num_layers, False, dropout, **cell_options
+        super().__init__(
+            vocab_size,
+            embedding_dim,
+            hidden_size,
+            context_size,
+            num_layers,
+            cell,
+            dropout,
+            output_layer,
+            output_size,
+            padding_idx,
+            **cell_options,
         )
-        query_size = cast(int, self.rnn.output_size)  # D * H, or the projection size
-        self.attention = make_attention(attention, query_size, context_size, attention_size or hidden_size)
-        self.output = OUTPUT_LAYERS[output_layer](query_size + embedding_dim + context_size, output_size)
-        self.output_size = output_size
+        # query: D * H, or the projection size
+        self.attention = make_attention(attention, self.rnn.output_size, context_size, attention_size or hidden_size)
 
     def prepare(self, encoded: Encoded) -> Encoded:
         return encoded._replace(keys=self.attention.keys(encoded.outputs))
@@ -87,9 +90,8 @@ class BahdanauDecoder(Decoder):
             outputs.append(s)
             contexts.append(context)
             weights.append(w)
-        s_all, c_all = torch.cat(outputs, dim=1), torch.cat(contexts, dim=1)
-        features = self.output(torch.cat([self.dropout(s_all), emb, c_all], dim=-1))
-        return DecoderOutput(self.dropout(features), state, torch.cat(weights, dim=1))
+        features = self.deep_output(torch.cat(outputs, dim=1), emb, torch.cat(contexts, dim=1))
+        return DecoderOutput(features, state, torch.cat(weights, dim=1))
 
 
 class LuongDecoder(Decoder):

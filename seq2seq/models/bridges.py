@@ -22,7 +22,10 @@ from seq2seq.models.encoder import Encoded
 class Bridge(nn.Module):
     """What every bridge knows, the decoder's layers and the size of each state component,
     and what it does: ``bridge(encoded)`` -> the decoder's initial state, a tuple of
-    (N, num_layers, S_k) tensors."""
+    (N, num_layers, S_k) tensors. A bridge with ``projected = True`` has one linear map per
+    state component from the encoder's ``input_size`` features to all decoder layers at once."""
+
+    projected = False
 
     def __init__(
         self,
@@ -35,27 +38,18 @@ class Bridge(nn.Module):
         super().__init__()
         self.num_layers: int = num_layers
         self.state_sizes: tuple[int, ...] = tuple(state_sizes or [hidden_size] * num_states)
+        if self.projected:
+            self.projections = nn.ModuleList(nn.Linear(input_size, num_layers * size) for size in self.state_sizes)
+        self.check_sizes(input_size)
+
+    def check_sizes(self, input_size: int) -> None:
+        """Raise ValueError where the bridge cannot map ``input_size`` features to the state."""
 
     def forward(self, encoded: Encoded) -> State:
         raise NotImplementedError
 
 
-class _ProjectedBridge(Bridge):
-    """A bridge with one linear map per state component, to all decoder layers at once."""
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int,
-        num_states: int,
-        state_sizes: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__(input_size, hidden_size, num_layers, num_states, state_sizes)
-        self.projections = nn.ModuleList(nn.Linear(input_size, num_layers * size) for size in self.state_sizes)
-
-
-class TanhBridge(_ProjectedBridge):
+class TanhBridge(Bridge):
     """Cho et al. (2014), Sec. 2.2 / App. A.1: s_0 = tanh(V c), with c the encoder's final
     states (top layer, both directions concatenated) and one V per state component,
     mapped to every decoder layer.
@@ -63,6 +57,8 @@ class TanhBridge(_ProjectedBridge):
     An LSTM decoder's cell state c_0 = tanh(V_c c') comes from the encoder's final *cell*
     state c' when the encoder is an LSTM, and from its final hidden state otherwise.
     """
+
+    projected = True
 
     def forward(self, encoded: Encoded) -> State:
         summary = encoded.summary  # (N, K_enc, C)
@@ -73,10 +69,12 @@ class TanhBridge(_ProjectedBridge):
         )
 
 
-class MeanBridge(_ProjectedBridge):
+class MeanBridge(Bridge):
     """s_0 = tanh(W_s mean_j h_j): the mean of the annotations over the real source
     positions, as in dl4mt and Nematus (Bahdanau et al. 2015, App. A.2.2, use the first
     backward annotation instead). An LSTM decoder's c_0 has its own W_c on the same mean."""
+
+    projected = True
 
     def forward(self, encoded: Encoded) -> State:
         mask = encoded.mask[:, :, None]  # (N, S, 1)
@@ -94,15 +92,7 @@ class LastBridge(Bridge):
     takes the encoder's final cell state when the encoder is an LSTM, and starts its cell
     state from zeros otherwise (a hidden state is not a cell state)."""
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int,
-        num_states: int,
-        state_sizes: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__(input_size, hidden_size, num_layers, num_states, state_sizes)
+    def check_sizes(self, input_size: int) -> None:
         if input_size != self.state_sizes[0]:
             raise ValueError(
                 f"bridge 'last' copies the encoder's final state ({input_size} features) into the decoder, whose "

@@ -73,20 +73,16 @@ class Maxout(nn.Module):
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"maxout": Maxout, "linear": nn.Linear}
 
 
-class ContextDecoder(Decoder):
-    """The RNN Encoder–Decoder decoder of Cho et al. (2014), Sec. 2.2 and App. A.1.
+class DeepOutputDecoder(Decoder):
+    """What the decoders of Cho et al. (2014) and Bahdanau et al. (2015) share: a recurrence
+    over [E y_{t-1}; c_t] and the deep output
 
-    The summary c (the encoder's final state, C features) is fed to every step and to the
-    output layer:
+        t_t = g(O_s s_t + O_y E y_{t-1} + O_c c_t)      (Cho et al., Eq. 8 / App. A.1.2)
 
-        s_t = f(s_{t-1}, [E y_{t-1}; c])                  (recurrent cell, Eq. in A.1.2)
-        t_t = maxout(O_h s_t + O_y E y_{t-1} + O_c c)     (deep output, Eq. 8 / A.1.2)
-
-    and p(y_t | ...) = softmax(G t_t) is applied by the model. Because no input depends on
-    an earlier output, the teacher-forced sequence runs in one fused recurrent call.
-
-    State: the cell's state (h, or h and c; each (N, num_layers, S_k)) followed by c (N, C).
-    ``cell_options`` go to :func:`~seq2seq.models.cells.make_recurrent`.
+    with g a maxout (or a linear map, ``output_layer``), where c_t is the fixed summary
+    (:class:`ContextDecoder`) or the attention's context
+    (:class:`~seq2seq.models.attention_decoders.BahdanauDecoder`). ``cell_options`` go to
+    :func:`~seq2seq.models.cells.make_recurrent`.
     """
 
     def __init__(
@@ -114,6 +110,28 @@ class ContextDecoder(Decoder):
         self.output = OUTPUT_LAYERS[output_layer](self.rnn.output_size + embedding_dim + context_size, output_size)
         self.output_size = output_size
 
+    def deep_output(self, s: Tensor, emb: Tensor, context: Tensor) -> Tensor:
+        """s: (N, T, S_0) states, emb: (N, T, E) dropped-out E y_{t-1}, context: (N, T, C) ->
+        dropped-out t_t (N, T, O)."""
+        features: Tensor = self.dropout(self.output(torch.cat([self.dropout(s), emb, context], dim=-1)))
+        return features
+
+
+class ContextDecoder(DeepOutputDecoder):
+    """The RNN Encoder–Decoder decoder of Cho et al. (2014), Sec. 2.2 and App. A.1.
+
+    The summary c (the encoder's final state, C features) is fed to every step and to the
+    output layer:
+
+        s_t = f(s_{t-1}, [E y_{t-1}; c])                  (recurrent cell, Eq. in A.1.2)
+        t_t = maxout(O_h s_t + O_y E y_{t-1} + O_c c)     (deep output, Eq. 8 / A.1.2)
+
+    and p(y_t | ...) = softmax(G t_t) is applied by the model. Because no input depends on
+    an earlier output, the teacher-forced sequence runs in one recurrent call.
+
+    State: the cell's state (h, or h and c; each (N, num_layers, S_k)) followed by c (N, C).
+    """
+
     def init_state(self, encoded: Encoded, hidden: State) -> State:
         return (*hidden, encoded.summary[:, 0])
 
@@ -123,5 +141,4 @@ class ContextDecoder(Decoder):
         emb = self.dropout(self.embedding(prev))
         ctx = context[:, None, :].expand(-1, prev.size(1), -1)
         s, hidden_next = self.rnn(torch.cat([emb, ctx], dim=-1), tuple(hidden))
-        features = self.output(torch.cat([self.dropout(s), emb, ctx], dim=-1))
-        return DecoderOutput(self.dropout(features), (*hidden_next, context))
+        return DecoderOutput(self.deep_output(s, emb, ctx), (*hidden_next, context))
