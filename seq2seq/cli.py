@@ -364,19 +364,23 @@ def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]
 
 
 def cmd_average(args: argparse.Namespace) -> None:
-    if args.run_dir is not None:
-        if args.checkpoints:
+    run_dir: Path | None = args.run_dir
+    last: int | None = args.last
+    paths: list[Path] = args.checkpoints
+    if run_dir is not None:
+        if paths:
             raise ConfigError("give either CKPT files or --run-dir, not both")
-        if args.last is None or args.last < 1:
+        if last is None or last < 1:
             raise ConfigError("--run-dir needs --last N with N >= 1")
-    elif not args.checkpoints:
+    elif not paths:
         raise ConfigError("give CKPT files, or --run-dir DIR --last N")
-    elif args.last is not None:
+    elif last is not None:
         raise ConfigError("--last goes with --run-dir")
     from seq2seq.average import average_checkpoints, checkpoint_step, run_dir_checkpoints
     from seq2seq.checkpoint import write_checkpoint
 
-    paths = run_dir_checkpoints(args.run_dir, args.last) if args.run_dir is not None else args.checkpoints
+    if run_dir is not None and last is not None:
+        paths = run_dir_checkpoints(run_dir, last)
     stored = average_checkpoints(paths)
     write_checkpoint(args.output, stored)
     averaged = [v for v in stored.weights.values() if v.is_floating_point()]

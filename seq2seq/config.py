@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from seq2seq.atomic import atomic_open
 from seq2seq.errors import ConfigError
 
 
@@ -432,7 +433,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+    """Write ``config`` as YAML, atomically: an interrupted write leaves no half a config."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
 
 
 def cell_overrides(cell: str, config: RunConfig) -> list[str]:

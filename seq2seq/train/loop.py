@@ -182,6 +182,15 @@ class Trainer:
             self.data.shortlist,
         )
 
+    def close(self) -> None:
+        """Close the metrics file and the TensorBoard writer (rank 0); safe to call twice."""
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
     def log_metrics(self, record: dict[str, Any]) -> None:
         if self.metrics is None:  # not rank 0
             return
@@ -224,32 +233,34 @@ class Trainer:
         train = self.data.train
         started, window = time.perf_counter() - p.elapsed, _Window()
         bar = _progress_bar(tc.max_steps, p.step) if self.world.is_main else None
-        while not self.finished(started):
-            plan = plan_batches(
-                train.src_lengths,
-                train.tgt_lengths,
-                self.config.data.batch_tokens,
-                self.config.data.batch_sentences,
-                seed=tc.seed * 100_003 + p.epoch,
-            )
-            plan = shard(plan, self.world)  # the same plan on every rank; this rank's part
-            while p.batch_in_epoch < len(plan) and not self.finished(started):
-                group = plan[p.batch_in_epoch : p.batch_in_epoch + tc.accumulate]
-                batches = [self.make(train, idx) for idx in group]
-                loss, tokens = self.update(batches)
-                p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + len(group)
-                p.elapsed = time.perf_counter() - started
-                window.add(loss, tokens, sum(b.num_tokens for b in batches))
-                if p.step % tc.log_every == 0:
-                    self.log_train(window, bar)
-                if p.step % tc.validate_every == 0:
-                    self.validate_and_save()
-                elif tc.save_every and p.step % tc.save_every == 0:
-                    self.save("last.pt")
-            if p.batch_in_epoch >= len(plan):
-                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-        if bar is not None:
-            bar.close()
+        try:
+            while not self.finished(started):
+                plan = plan_batches(
+                    train.src_lengths,
+                    train.tgt_lengths,
+                    self.config.data.batch_tokens,
+                    self.config.data.batch_sentences,
+                    seed=tc.seed * 100_003 + p.epoch,
+                )
+                plan = shard(plan, self.world)  # the same plan on every rank; this rank's part
+                while p.batch_in_epoch < len(plan) and not self.finished(started):
+                    group = plan[p.batch_in_epoch : p.batch_in_epoch + tc.accumulate]
+                    batches = [self.make(train, idx) for idx in group]
+                    loss, tokens = self.update(batches)
+                    p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + len(group)
+                    p.elapsed = time.perf_counter() - started
+                    window.add(loss, tokens, sum(b.num_tokens for b in batches))
+                    if p.step % tc.log_every == 0:
+                        self.log_train(window, bar)
+                    if p.step % tc.validate_every == 0:
+                        self.validate_and_save()
+                    elif tc.save_every and p.step % tc.save_every == 0:
+                        self.save("last.pt")
+                if p.batch_in_epoch >= len(plan):
+                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        finally:
+            if bar is not None:
+                bar.close()
         if not p.history or p.history[-1]["step"] != p.step:
             self.validate_and_save()
         self.save("last.pt")
@@ -375,13 +386,16 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
         if not world.is_main:
             data = prepare_data(config.data, run_dir, seed=tc.seed)
         trainer = Trainer(config, run_dir, data, device, world)
-        if resumed is not None:
-            trainer.restore(resumed, run_dir / "last.pt")
-            if world.rank:  # last.pt holds rank 0's RNG; the other ranks need dropout masks of their own
-                torch.manual_seed(tc.seed + world.rank + 1_000_003 * trainer.progress.step)
-        n_params = sum(p.numel() for p in trainer.model.parameters())
-        log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
-        trainer.run()
+        try:
+            if resumed is not None:
+                trainer.restore(resumed, run_dir / "last.pt")
+                if world.rank:  # last.pt holds rank 0's RNG; the other ranks need dropout masks of their own
+                    torch.manual_seed(tc.seed + world.rank + 1_000_003 * trainer.progress.step)
+            n_params = sum(p.numel() for p in trainer.model.parameters())
+            log.info("model: %s parameters; %d training pairs", f"{n_params:,}", len(data.train))
+            trainer.run()
+        finally:  # whatever ends the run (an error, Ctrl-C), the files are closed
+            trainer.close()
         finished = True
     finally:
         close_world(world, finished)

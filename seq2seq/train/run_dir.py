@@ -4,12 +4,16 @@ check that --resume continues the same data and model."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from seq2seq.config import RunConfig, config_to_dict
 from seq2seq.errors import RunDirError
 
 log = logging.getLogger(__name__)
+
+# Files that only a run writes: a directory with one of them may be cleared by --overwrite.
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "spm.model", "src.model", "tgt.model")
 
 
 def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -27,12 +31,26 @@ def open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             f"{run_dir}: run directory exists and is not empty; pass --resume to continue it, "
             "--overwrite to start over, or choose another --run-dir"
         )
-    if overwrite and run_dir.exists():
-        for name in ("last.pt", "best.pt", "metrics.jsonl", "spm.model", "src.model", "tgt.model"):
-            (run_dir / name).unlink(missing_ok=True)
-        for path in run_dir.glob("ckpt-*.pt"):
-            path.unlink()
+    if overwrite and run_dir.exists() and any(run_dir.iterdir()):
+        clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove everything in ``run_dir`` (checkpoints, logs, SentencePiece models, TensorBoard
+    events), refusing a directory that holds none of a run's files: ``--overwrite`` pointed
+    at the wrong directory must not empty it."""
+    if not any((run_dir / name).exists() for name in RUN_FILES):
+        raise RunDirError(
+            f"{run_dir}: --overwrite, but this directory holds no run (none of {', '.join(RUN_FILES)}); "
+            "it is left as it is: choose another --run-dir"
+        )
+    for child in run_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    log.info("--overwrite: removed the previous run in %s", run_dir)
 
 
 def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
