@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_cli import TINY, data_overrides, write_toy_corpus
+from conftest import TINY, data_overrides, write_toy_corpus
 from torch import Tensor
 
 from seq2seq import config as config_module
@@ -259,6 +259,7 @@ def test_bad_projection_is_refused(overrides: dict[str, Any], needle: str) -> No
         config_module.config_from_dict({"model": {"encoder": overrides}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ALL)
 def test_every_cell_trains_end_to_end(cell: str, tmp_path: Path) -> None:
     """The tiny config with ``cell`` in the encoder and the decoder: the run completes and

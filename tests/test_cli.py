@@ -3,7 +3,6 @@ and clear errors for bad input."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,45 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, data_overrides, seeded_rng, write_toy_corpus
 
 from seq2seq.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny.yaml")
-WORDS = [
-    "ein",
-    "zwei",
-    "drei",
-    "vier",
-    "fünf",
-    "sechs",
-    "sieben",
-    "acht",
-    "neun",
-    "zehn",
-    "Haus",
-    "Hund",
-    "Katze",
-    "Baum",
-]
 
 
-def write_toy_corpus(directory: Path, n_train: int = 300, n_dev: int = 20, seed: int = 0) -> Path:
-    """A copy-and-reverse task: the target is the source's words in reverse order."""
-    rng = random.Random(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        src = [" ".join(rng.choices(WORDS, k=rng.randint(2, 7))) for _ in range(n)]
-        (directory / f"{split}.src").write_text("".join(s + "\n" for s in src), encoding="utf-8")
-        tgt = [" ".join(reversed(s.split())) for s in src]
-        (directory / f"{split}.tgt").write_text("".join(t + "\n" for t in tgt), encoding="utf-8")
-    return directory
-
-
-def data_overrides(corpus: Path) -> list[str]:
-    return ["--set", f"data.train.path={corpus}/train", "--set", f"data.dev.path={corpus}/dev"]
-
-
+@pytest.mark.slow
 def test_train_translate_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     run = tmp_path / "run"
@@ -142,6 +110,7 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return payload["model"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     common = [*data_overrides(corpus), "--set", "training.log_every=1"]
@@ -149,7 +118,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert main(["train", TINY, "--run-dir", str(straight), *common]) == 0
 
     run = tmp_path / "killed"
-    kill_at = random.Random().randint(6, 24)
+    kill_at = seeded_rng("kill step").randint(6, 24)
     cmd = [sys.executable, "-m", "seq2seq", "train", TINY, "--run-dir", str(run), *common]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
     metrics = run / "metrics.jsonl"
@@ -170,6 +139,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     bleu = subprocess.run(
@@ -202,6 +172,7 @@ def test_scripts_bleu_and_benchmark(tmp_path: Path) -> None:
     assert {"peak_rss_mib", "device", "precision", "threads"} <= set(result)
 
 
+@pytest.mark.slow
 def test_benchmark_data_scale(tmp_path: Path) -> None:
     sets = ["--set", "data.num_proc=2", "--set", "data.subwords.input_sentence_size=500"]
     bench = subprocess.run(
@@ -218,6 +189,7 @@ def test_benchmark_data_scale(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # corpus and datasets cache lived in a temporary directory
 
 
+@pytest.mark.slow
 def test_invalid_utf8_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     run = tmp_path / "run"
@@ -230,6 +202,7 @@ def test_invalid_utf8_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert not out.exists()  # no half-written output
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     run = tmp_path / "run"
@@ -241,6 +214,7 @@ def test_resume_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixt
     assert torch.load(run / "last.pt", weights_only=True)["train_state"]["progress"]["step"] == 8
 
 
+@pytest.mark.slow
 def test_attention_model_checkpoints_ensemble_and_attention_files(tmp_path: Path) -> None:
     """Luong attention end to end: kept checkpoints, an ensemble, attention files, averaging."""
     corpus = write_toy_corpus(tmp_path / "corpus")
@@ -271,6 +245,7 @@ def test_attention_model_checkpoints_ensemble_and_attention_files(tmp_path: Path
     assert main(["translate", "--checkpoint", str(averaged), "--input", str(src), "--output", str(out)]) == 0
 
 
+@pytest.mark.slow
 def test_ensemble_of_different_vocabularies_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runs = []
     for seed in (0, 1):
@@ -284,6 +259,7 @@ def test_ensemble_of_different_vocabularies_is_refused(tmp_path: Path, capsys: p
     assert "vocabulary" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_attention_dir_needs_an_attention_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = write_toy_corpus(tmp_path / "corpus")
     run = tmp_path / "run"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_cli import TINY, WORDS, data_overrides, write_toy_corpus
+from conftest import TINY, WORDS, data_overrides, write_toy_corpus
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli import main
@@ -74,6 +74,7 @@ def stepped(path: Path, pairs: list[tuple[str, str]]) -> list[float]:
     return scores
 
 
+@pytest.mark.slow
 def test_phrase_table_scores_equal_each_pair_alone(checkpoint: Path, tmp_path: Path) -> None:
     rng = random.Random(0)
     lines = [f"{phrase(rng)} ||| {phrase(rng)} ||| 0.5 0.25 {i} ||| 0-0 ||| 1 1 1" for i in range(999)]
@@ -101,6 +102,7 @@ def test_phrase_table_scores_equal_each_pair_alone(checkpoint: Path, tmp_path: P
     torch.testing.assert_close(torch.tensor([totals[i] for i in some]), expect, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_tsv_gets_two_columns(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("ein Hund\tdog one\textra\nzwei\tzwei\n", encoding="utf-8")
@@ -110,6 +112,7 @@ def test_tsv_gets_two_columns(checkpoint: Path, tmp_path: Path, capsys: pytest.C
     assert all(float(r[-2]) < 0 and float(r[-1]) < 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_malformed_line_is_named(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table, out = tmp_path / "bad", tmp_path / "out"
     table.write_text("a ||| b ||| 1\nno separator here\n", encoding="utf-8")
@@ -127,6 +130,7 @@ def phrase_map() -> Any:
     return module
 
 
+@pytest.mark.slow
 def test_phrase_map_draws_a_png(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
     rng = random.Random(1)
