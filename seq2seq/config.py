@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from seq2seq.atomic import atomic_open
 from seq2seq.errors import ConfigError
 
 
@@ -430,12 +429,6 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(config))
-
-
-def dump_config(config: RunConfig, path: str | Path) -> None:
-    """Write ``config`` as YAML, atomically: an interrupted write leaves no half a config."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
 
 
 def cell_overrides(cell: str, config: RunConfig) -> list[str]:

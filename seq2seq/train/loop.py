@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.checkpoint import Stored, read_checkpoint, save_checkpoint
-from seq2seq.config import RunConfig, dump_config
+from seq2seq.config import RunConfig
 from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData, prepare_data
 from seq2seq.errors import RunDirError
@@ -41,7 +41,7 @@ from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.runtime import autocast, check_precision, resolve_precision, rng_state, set_rng_state, set_threads
 from seq2seq.train.distributed import World, close_world, init_world, shard
-from seq2seq.train.run_dir import check_resumable, open_run_dir
+from seq2seq.train.run_dir import check_resumable, open_run_dir, write_config
 from seq2seq.train.schedule import Schedule
 from seq2seq.translate import translate_ids
 
@@ -380,7 +380,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, overwrit
         torch.manual_seed(tc.seed + world.rank)  # the same weights come from rank 0 (DDP); own dropout masks
         log.info("device %s, precision %s, %d threads, %d process(es)", device, precision, threads, world.size)
         if world.is_main:  # SentencePiece is trained once, by rank 0; the others load its models
-            dump_config(config, run_dir / "config.yaml")
+            write_config(config, run_dir / "config.yaml")
             data = prepare_data(config.data, run_dir, seed=tc.seed)
         world.barrier()
         if not world.is_main:

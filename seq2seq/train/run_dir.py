@@ -7,6 +7,9 @@ import logging
 import shutil
 from pathlib import Path
 
+import yaml
+
+from seq2seq.atomic import atomic_open
 from seq2seq.config import RunConfig, config_to_dict
 from seq2seq.errors import RunDirError
 
@@ -51,6 +54,12 @@ def clear_run(run_dir: Path) -> None:
         else:
             child.unlink()
     log.info("--overwrite: removed the previous run in %s", run_dir)
+
+
+def write_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved ``config`` as YAML, atomically: an interrupted write leaves no half a config."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
 
 
 def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
