@@ -14,6 +14,7 @@ ABOVE_MODELS_AND_DATA = [
     "seq2seq.evaluate",
     "seq2seq.train",
     "seq2seq.cli",
+    "seq2seq.commands",
 ]
 # module prefix -> seq2seq modules it must not import
 FORBIDDEN = {
@@ -29,7 +30,7 @@ FORBIDDEN = {
     "seq2seq.translate": ["seq2seq.train", "seq2seq.cli"],
     "seq2seq.score": ["seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.evaluate": ["seq2seq.train", "seq2seq.cli", "seq2seq.models"],
-    "seq2seq.train": ["seq2seq.cli"],
+    "seq2seq.train": ["seq2seq.cli", "seq2seq.commands"],
 }
 
 
