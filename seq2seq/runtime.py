@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
+from seq2seq.config import DEVICES
 from seq2seq.errors import DeviceError
 
 # The precisions a run may ask for, and the autocast dtype of each (None: no autocast).
 # ``auto`` resolves to one of them (resolve_precision).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def pick_device(name: str, key: str = "device") -> torch.device:
