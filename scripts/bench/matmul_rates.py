@@ -1,7 +1,7 @@
 """GFLOP/s of the reference model's matrix products: torch's operators against
 :mod:`seq2seq.kernels.matmul` (oneDNN for float32 on CPU), in float32 and bfloat16.
 
-    python scripts/matmul_rates.py [--threads 2] [--calls 20] [--rows 200]
+    python scripts/bench/matmul_rates.py [--threads 2] [--calls 20] [--rows 200]
 
 One line per product: the median over ``--calls`` calls after 3 warm-up calls. ``--rows``
 is the decoder's batch (sentences per step); the loss works on chunks of 512 rows and the

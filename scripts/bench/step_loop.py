@@ -2,7 +2,7 @@
 """The fused decoder's step loop (seq2seq.kernels.input_feeding), forward and backward, eager
 against ``torch.compile`` (``training.compile``), on the reference model's sizes.
 
-    python scripts/step_loop.py [--precision bf16] [--mode default] [--rounds 5] [--threads 2]
+    python scripts/bench/step_loop.py [--precision bf16] [--mode default] [--rounds 5] [--threads 2]
 
 Times forward + backward of ``input_feeding_gru`` over four batches shaped like the
 reference model's (configs/benchmark.yaml: hidden, attention and output size 512; batch
