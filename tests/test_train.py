@@ -1,15 +1,24 @@
-"""Training pieces: learning-rate schedules, device and precision choices, a bf16 step."""
+"""Training pieces: learning-rate schedules, device and precision choices, a bf16 step; and
+runs of the loop that stop early (training.patience, early_stopping_metric), stop on the clock
+(max_minutes) and log to TensorBoard."""
 
+import json
 import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, data_overrides
 
+from seq2seq.checkpoint import read_checkpoint
+from seq2seq.cli import main
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, SearchConfig, TrainingConfig
 from seq2seq.data.batching import Batch
 from seq2seq.errors import DeviceError
 from seq2seq.models import build_model
 from seq2seq.runtime import autocast, check_precision, pick_device, resolve_precision
+from seq2seq.train import loop
 from seq2seq.train.loop import batch_loss
 from seq2seq.train.schedule import Schedule
 
@@ -80,3 +89,131 @@ def test_bf16_autocast_step_on_cpu() -> None:
     assert loss.dtype == torch.float32 and n == 12 and math.isfinite(loss.detach().item())
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def train(run: Path, corpus: Path, **training: object) -> dict[str, object]:
+    """Train the tiny config on ``corpus`` with ``training.KEY=VALUE`` overrides; returns the
+    progress that ``last.pt`` holds."""
+    sets = [x for key, value in training.items() for x in ("--set", f"training.{key}={value}")]
+    assert main(["train", TINY, "--run-dir", str(run), *data_overrides(corpus), *sets]) == 0
+    state = read_checkpoint(run / "last.pt").train_state
+    assert state is not None
+    return state["progress"]
+
+
+def metrics(run: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def validations(run: Path) -> list[int]:
+    """The steps at which the run validated."""
+    return [int(r["step"]) for r in metrics(run) if "dev_bleu" in r]
+
+
+def script_validation(monkeypatch: pytest.MonkeyPatch, scores: list[tuple[float, float]]) -> None:
+    """Each validation of the run returns the next (dev loss, dev BLEU) of ``scores``, so that
+    a test decides when the model improves."""
+    it: Iterator[tuple[float, float]] = iter(scores)
+
+    def validate(*args: object, **kwargs: object) -> dict[str, float]:
+        loss, bleu = next(it)
+        return {"dev_loss": loss, "dev_ppl": math.exp(loss), "dev_bleu": bleu}
+
+    monkeypatch.setattr(loop, "validate", validate)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = read_checkpoint(a).weights, read_checkpoint(b).weights
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("patience", "stopped_at"), [(2, 5), (3, 6), (0, 8)])
+def test_patience_stops_after_that_many_validations_without_improvement(
+    tmp_path: Path, toy_corpus: Path, monkeypatch: pytest.MonkeyPatch, patience: int, stopped_at: int
+) -> None:
+    """BLEU 1, 0, 2, 0, 0, 0, ...: an improvement at the third validation starts the count
+    again, so patience 2 stops at the fifth; patience 0 never stops early."""
+    script_validation(monkeypatch, [(1.0, bleu) for bleu in (1, 0, 2, 0, 0, 0, 0, 0)])
+    run = tmp_path / "run"
+    progress = train(run, toy_corpus, patience=patience, validate_every=1, max_steps=8)
+    assert progress["step"] == stopped_at
+    assert validations(run) == list(range(1, stopped_at + 1))  # none after the stop
+    assert progress["bad_validations"] == stopped_at - 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("metric", "stopped_at"), [("loss", 6), ("bleu", 2)])
+def test_early_stopping_metric_chooses_the_score(
+    tmp_path: Path, toy_corpus: Path, monkeypatch: pytest.MonkeyPatch, metric: str, stopped_at: int
+) -> None:
+    """The dev loss falls at every validation while BLEU falls too: by loss every validation
+    is the best so far (best.pt is the last weights), by BLEU only the first (patience 1
+    stops at the second, and best.pt keeps the first step's weights)."""
+    script_validation(monkeypatch, [(6.0 - step, 30.0 - step) for step in range(6)])
+    run = tmp_path / "run"
+    progress = train(run, toy_corpus, early_stopping_metric=metric, patience=1, validate_every=1, max_steps=6)
+    assert progress["step"] == stopped_at
+    assert same_weights(run / "best.pt", run / "last.pt") == (metric == "loss")
+
+
+@pytest.mark.slow
+def test_max_minutes_stops_the_run_and_still_writes_the_checkpoints(tmp_path: Path, toy_corpus: Path) -> None:
+    budget = 1e-4  # minutes: the clock runs out within the first steps
+    run = tmp_path / "run"
+    progress = train(run, toy_corpus, max_minutes=budget, max_steps=500, validate_every=1000)
+    assert progress["step"] < 500 and progress["elapsed"] >= 60 * budget
+    assert (run / "best.pt").exists()
+    assert validations(run) == [progress["step"]]  # the stopped run validated where it ended
+
+
+def count_closes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The TensorBoard writers closed from now on."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    closed: list[object] = []
+    close = SummaryWriter.close
+
+    def counted(writer: SummaryWriter) -> None:
+        closed.append(writer)
+        close(writer)
+
+    monkeypatch.setattr(SummaryWriter, "close", counted)
+    return closed
+
+
+@pytest.mark.slow
+def test_tensorboard_gets_the_metrics(tmp_path: Path, toy_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    closed = count_closes(monkeypatch)
+    run = tmp_path / "run"
+    train(run, toy_corpus, max_steps=4, log_every=1, validate_every=2)
+    assert len(closed) == 1
+    assert list((run / "tensorboard").iterdir()), "no event file"
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()  # the writer was closed: every event is on disk
+    records = metrics(run)
+    for tag in ("loss", "lr", "dev_loss", "dev_bleu"):
+        logged = [(int(r["step"]), r[tag]) for r in records if tag in r]
+        scalars = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert [step for step, _ in scalars] == [step for step, _ in logged], tag
+        assert [value for _, value in scalars] == pytest.approx([value for _, value in logged], rel=1e-6), tag
+    assert [e.step for e in events.Scalars("dev_bleu")] == [2, 4]
+
+
+@pytest.mark.slow
+def test_a_failing_run_closes_its_tensorboard_writer(
+    tmp_path: Path, toy_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorboard")
+    closed = count_closes(monkeypatch)
+
+    def broken(*args: object, **kwargs: object) -> dict[str, float]:
+        raise RuntimeError("validation broke")
+
+    monkeypatch.setattr(loop, "validate", broken)
+    with pytest.raises(RuntimeError, match="validation broke"):
+        train(tmp_path / "run", toy_corpus, max_steps=4, validate_every=2)
+    assert len(closed) == 1
