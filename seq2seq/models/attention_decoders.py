@@ -6,7 +6,7 @@ Both follow the decoder interface of :mod:`seq2seq.models.decoders` (``prepare``
 ``prepare`` and travel in :attr:`Encoded.keys`.
 
 Where no step's input depends on an earlier step's output (Luong without input feeding),
-the teacher-forced recurrence runs in one fused call and the attention for all steps is
+the teacher-forced recurrence runs in one call over all steps and the attention for all steps is
 one batched product. Otherwise the step loop does only what must be done per step: the
 target embeddings, the keys and the output layer are computed for all steps at once.
 """
@@ -104,7 +104,7 @@ class LuongDecoder(Decoder):
 
     and p(y_t | ...) = softmax(W_s h̃_t) (Eq. 6) is applied by the model; h̃_t has
     ``output_size`` features. Without input feeding, training runs the recurrence over
-    the whole target in one fused call and attends for all steps in one product.
+    the whole target in one call and attends for all steps in one product.
 
     State: the cell's state (each (N, num_layers, S_k)), then h̃_{t-1} (N, O) with input
     feeding. ``cell_options`` go to :func:`~seq2seq.models.cells.make_recurrent`.

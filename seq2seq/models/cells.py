@@ -159,7 +159,7 @@ def _builder(name: str) -> Callable[..., Recurrent]:
         d = 2 if bidirectional else 1
         sizes = [input_size] + [d * (proj_size or hidden_size)] * (num_layers - 1)
         if name in _TORCH and not variational:
-            fused = partial(
+            torch_rnn = partial(
                 TorchRecurrent,
                 _TORCH[name],
                 hidden_size=hidden_size,
@@ -168,9 +168,9 @@ def _builder(name: str) -> Callable[..., Recurrent]:
                 proj_size=proj_size,
                 recurrent_init=recurrent_init,
             )
-            if not residual:  # one call for the whole stack (cuDNN runs its layers back to back)
-                return fused(input_size, num_layers=num_layers, dropout=dropout)
-            return RecurrentStack([fused(size) for size in sizes], dropout, residual=True)
+            if not residual:  # one call for the torch_rnn stack (cuDNN runs its layers back to back)
+                return torch_rnn(input_size, num_layers=num_layers, dropout=dropout)
+            return RecurrentStack([torch_rnn(size) for size in sizes], dropout, residual=True)
         layers = [
             LoopLayer(
                 partial(_step_cell, name, size, hidden_size, proj_size, forget_bias, recurrent_init),
