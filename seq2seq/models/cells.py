@@ -168,7 +168,7 @@ def _builder(name: str) -> Callable[..., Recurrent]:
                 proj_size=proj_size,
                 recurrent_init=recurrent_init,
             )
-            if not residual:  # one call for the torch_rnn stack (cuDNN runs its layers back to back)
+            if not residual:  # one call for the whole stack (cuDNN runs its layers back to back)
                 return torch_rnn(input_size, num_layers=num_layers, dropout=dropout)
             return RecurrentStack([torch_rnn(size) for size in sizes], dropout, residual=True)
         layers = [
