@@ -112,8 +112,8 @@ def _onednn(x: Tensor, weight: Tensor) -> bool:
 
 def _dense(weight: Tensor) -> Tensor:
     """``weight`` itself if it is contiguous or a transposed contiguous matrix, else a copy: oneDNN
-    runs a reference kernel, hundreds of times slower, on matrices with gaps between rows
-    (slices of a wider weight)."""
+    falls back to a far slower reference kernel on matrices with gaps between rows (slices of a
+    wider weight; ``scripts/bench/matmul_rates.py`` shows the difference)."""
     return weight if weight.is_contiguous() or weight.t().is_contiguous() else weight.contiguous()
 
 
