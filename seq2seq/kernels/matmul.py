@@ -113,7 +113,7 @@ def _onednn(x: Tensor, weight: Tensor) -> bool:
 def _dense(weight: Tensor) -> Tensor:
     """``weight`` itself if it is contiguous or a transposed contiguous matrix, else a copy: oneDNN
     falls back to a far slower reference kernel on matrices with gaps between rows (slices of a
-    wider weight; ``scripts/bench/matmul_rates.py`` shows the difference)."""
+    wider weight, as the fused decoder's)."""
     return weight if weight.is_contiguous() or weight.t().is_contiguous() else weight.contiguous()
 
 
