@@ -52,31 +52,34 @@ class CorpusConfig:
     ``test_2016_flickr``).
     """
 
+    # text: a file per language; tsv, jsonl: one file for both; hf: a Hugging Face dataset; multi30k: Multi30k
     format: str = _choice("text", *CORPUS_FORMATS)
-    path: str = ""
-    split: str = "train"
-    src_field: str = ""
-    tgt_field: str = ""
+    path: str = ""  # text: the file prefix; tsv, jsonl: the file; hf: a hub name or a local directory
+    split: str = "train"  # hf, multi30k: the split to read
+    src_field: str = ""  # tsv, jsonl, hf: the source column (or key under translation); empty: data.src_lang
+    tgt_field: str = ""  # tsv, jsonl, hf: the target column (or key under translation); empty: data.tgt_lang
 
 
 @dataclass(frozen=True)
 class SubwordConfig:
     """SentencePiece models, trained on the training data when a run starts."""
 
-    type: str = _choice("unigram", "unigram", "bpe")
-    vocab_size: int = _range(8000, 16)
-    joint: bool = True
-    character_coverage: float = _range(1.0, 0.5, 1.0)
+    type: str = _choice("unigram", "unigram", "bpe")  # SentencePiece model type
+    vocab_size: int = _range(8000, 16)  # pieces per SentencePiece model, at most (a small corpus gives fewer)
+    joint: bool = True  # one model for both languages (spm.model); false: src.model and tgt.model
+    character_coverage: float = _range(1.0, 0.5, 1.0)  # share of characters the model covers (SentencePiece's option)
     input_sentence_size: int = _range(0, 0)  # 0: all sentences; else a random sample
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    train: CorpusConfig = CorpusConfig()
-    dev: CorpusConfig = CorpusConfig()
-    test: CorpusConfig | None = None
+    """The corpora, their languages and subwords, and how pairs are filtered and batched."""
+
+    src_lang: str = "de"  # source language code: the file suffix of text corpora, the default column name
+    tgt_lang: str = "en"  # target language code
+    train: CorpusConfig = CorpusConfig()  # the training pairs, on which the subword models are trained too
+    dev: CorpusConfig = CorpusConfig()  # validation (dev loss and BLEU); evaluate --split dev reads it
+    test: CorpusConfig | None = None  # optional; evaluate --split test reads it
     subwords: SubwordConfig = SubwordConfig()
     max_length: int = _range(100, 1)  # pieces per side; longer training pairs are dropped
     batch_tokens: int = _range(4096, 1)  # padded tokens per batch: n * max(src_len, tgt_len)
@@ -90,18 +93,23 @@ CELLS = ("rnn", "gru", "lstm", "lstm_peephole", "lstmp", "layernorm_gru", "layer
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    cell: str = _choice("gru", *CELLS)
-    embedding_dim: int = _range(256, 1)
+    """The source embeddings and the recurrent stack that reads them (the recurrent-stack options are the
+    decoder's too)."""
+
+    cell: str = _choice("gru", *CELLS)  # recurrent cell, built by seq2seq.models.cells
+    embedding_dim: int = _range(256, 1)  # source embedding size
     hidden_size: int = _range(256, 1)  # per direction, as in torch.nn.GRU
-    num_layers: int = _range(1, 1)
-    bidirectional: bool = True
-    dropout: float = _range(0.3, 0.0, 1.0)
+    num_layers: int = _range(1, 1)  # stacked recurrent layers
+    bidirectional: bool = True  # read the source in both directions; outputs have twice the features
+    dropout: float = _range(0.3, 0.0, 1.0)  # on embeddings, between layers and on the outputs
     # Recurrent-stack options, the same for the decoder (see seq2seq.models.cells):
     proj_size: int = _range(0, 0)  # lstmp only: output (and recurrent) units, < hidden_size
     residual: bool = False  # layers above the first add their input to their output
     forget_bias: float = 1.0  # LSTMs: initial forget-gate bias (Gers et al. 2000)
+    # orthogonal: each gate's block of the recurrent weights orthogonal (Saxe et al. 2014); default: torch's RNN init
     recurrent_init: str = _choice("default", "default", "orthogonal")
-    dropout_type: str = _choice("plain", "plain", "variational")  # variational: a mask per sequence
+    # variational: between layers one mask per sequence, and one on the recurrent state (Gal & Ghahramani 2016)
+    dropout_type: str = _choice("plain", "plain", "variational")
 
 
 @dataclass(frozen=True)
@@ -114,23 +122,23 @@ class DecoderConfig:
     is the additive attention's hidden size (0: ``hidden_size``). ``output_layer`` applies to
     ``context`` and ``bahdanau``; for ``luong``, ``output_size`` is the size of h̃."""
 
-    type: str = _choice("context", "context", "bahdanau", "luong")
-    cell: str = _choice("gru", *CELLS)
-    embedding_dim: int = _range(256, 1)
-    hidden_size: int = _range(512, 1)
-    num_layers: int = _range(1, 1)
-    dropout: float = _range(0.3, 0.0, 1.0)
-    attention: str = _choice("mlp", "mlp", "dot", "general")
-    attention_size: int = _range(0, 0)
-    input_feeding: bool = True
-    output_layer: str = _choice("maxout", "maxout", "linear")
+    type: str = _choice("context", "context", "bahdanau", "luong")  # the paper the decoder follows (see above)
+    cell: str = _choice("gru", *CELLS)  # as model.encoder.cell
+    embedding_dim: int = _range(256, 1)  # target embedding size
+    hidden_size: int = _range(512, 1)  # recurrent units per layer
+    num_layers: int = _range(1, 1)  # stacked recurrent layers
+    dropout: float = _range(0.3, 0.0, 1.0)  # on embeddings, between layers and on the output features
+    attention: str = _choice("mlp", "mlp", "dot", "general")  # bahdanau, luong: the score function
+    attention_size: int = _range(0, 0)  # mlp attention's hidden size; 0: hidden_size
+    input_feeding: bool = True  # luong: feed h̃ to the next step's input (Luong et al. 2015, 3.3)
+    output_layer: str = _choice("maxout", "maxout", "linear")  # context, bahdanau: the deep output's layer
     output_size: int = _range(256, 1)  # size of the deep output (or of h̃) before the vocabulary
     tie_embeddings: bool = False  # needs output_size == embedding_dim
-    proj_size: int = _range(0, 0)  # as in EncoderConfig
-    residual: bool = False
-    forget_bias: float = 1.0
-    recurrent_init: str = _choice("default", "default", "orthogonal")
-    dropout_type: str = _choice("plain", "plain", "variational")
+    proj_size: int = _range(0, 0)  # as model.encoder.proj_size
+    residual: bool = False  # as model.encoder.residual
+    forget_bias: float = 1.0  # as model.encoder.forget_bias
+    recurrent_init: str = _choice("default", "default", "orthogonal")  # as model.encoder.recurrent_init
+    dropout_type: str = _choice("plain", "plain", "variational")  # as model.encoder.dropout_type
 
 
 # What fused_decoder asks for, as the error messages say it.
@@ -165,6 +173,8 @@ def fused_decoder(
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The encoder, the decoder and the bridge that makes the decoder's first state from the encoder's."""
+
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
     # tanh: final states -> linear -> tanh (Cho); mean: mean annotation -> linear -> tanh;
@@ -174,8 +184,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    seed: int = 42
-    device: str = _choice("auto", *DEVICES)
+    """Device, precision, fast paths, optimizer, learning-rate schedule, budget, validation and checkpoints."""
+
+    seed: int = 42  # seeds the weights, dropout masks, batch order and the training of the subword models
+    device: str = _choice("auto", *DEVICES)  # auto: CUDA when torch sees it, else CPU
     precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
     threads: int = _range(0, 0)  # 0: every core this process may use
     # The fast paths of seq2seq.kernels (same equations, same results up to rounding); false runs
@@ -184,17 +196,18 @@ class TrainingConfig:
     # torch.compile of the decoder's step loop (the fused input-feeding GRU decoder with mlp
     # attention only); reduce-overhead: also CUDA graphs on GPUs
     compile: str = _choice("none", *COMPILE_MODES)
-    optimizer: str = _choice("adam", "adam", "adamw")
-    learning_rate: float = _range(3e-4, 0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = _range(0.0, 0.0)
+    optimizer: str = _choice("adam", "adam", "adamw")  # torch.optim.Adam or AdamW, with the fused update
+    learning_rate: float = _range(3e-4, 0.0)  # the peak rate, reached at the end of warm-up
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's (beta1, beta2)
+    weight_decay: float = _range(0.0, 0.0)  # L2 (adam) or decoupled (adamw; Loshchilov & Hutter 2019)
+    # after warm-up: constant; inverse_sqrt (Vaswani et al. 2017); plateau: decay when dev loss stalls
     scheduler: str = _choice("constant", "constant", "plateau", "inverse_sqrt")
-    warmup_steps: int = _range(0, 0)
+    warmup_steps: int = _range(0, 0)  # updates of linear warm-up from 0; 0: none
     decay_factor: float = _range(0.5, 0.0, 1.0)  # plateau: lr multiplier
     decay_patience: int = _range(2, 0)  # plateau: validations without improvement
-    min_learning_rate: float = _range(1e-6, 0.0)
+    min_learning_rate: float = _range(1e-6, 0.0)  # floor of the rate after warm-up, whatever the scheduler
     clip_grad_norm: float = _range(5.0, 0.0)  # 0: no clipping
-    label_smoothing: float = _range(0.0, 0.0, 1.0)
+    label_smoothing: float = _range(0.0, 0.0, 1.0)  # share of probability spread evenly over the vocabulary
     accumulate: int = _range(1, 1)  # batches per update
     max_epochs: int = _range(20, 0)  # 0: no limit
     max_steps: int = _range(0, 0)  # 0: no limit
@@ -202,7 +215,8 @@ class TrainingConfig:
     validate_every: int = _range(1000, 1)  # steps
     keep_checkpoints: int = _range(0, 0)  # keep the weights of the last K validations as ckpt-STEP.pt
     save_every: int = _range(0, 0)  # steps between last.pt writes; 0: at validation
-    log_every: int = _range(50, 1)
+    log_every: int = _range(50, 1)  # steps between training log records (metrics.jsonl, TensorBoard, the log)
+    # what best.pt and patience follow: dev BLEU or dev loss (the plateau scheduler follows dev loss)
     early_stopping_metric: str = _choice("bleu", "bleu", "loss")
     patience: int = _range(0, 0)  # validations without improvement; 0: never stop early
     validation_beam_size: int = _range(1, 1)  # 1: greedy
@@ -227,13 +241,17 @@ def check_n_best(n_best: int, beam_size: int) -> None:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    beam_size: int = _range(5, 1)
-    n_best: int = _range(1, 1)
+    """Greedy or beam search, for translate and evaluate (whose flags override it) and for validation (with
+    training.validation_beam_size)."""
+
+    beam_size: int = _range(5, 1)  # 1: greedy search
+    n_best: int = _range(1, 1)  # hypotheses per sentence, at most beam_size
+    # divisor of a hypothesis' log-probability: none; average: its length (EOS included); gnmt: Wu et al. (2016)
     length_penalty: str = _choice("gnmt", "none", "average", "gnmt")
     alpha: float = _range(1.0, 0.0)  # gnmt: ((5 + len) / 6) ** alpha
     max_length_a: float = _range(1.5, 0.0)  # max output pieces = a * source pieces + b
-    max_length_b: int = _range(10, 0)
-    min_length: int = _range(0, 0)
+    max_length_b: int = _range(10, 0)  # see max_length_a
+    min_length: int = _range(0, 0)  # target pieces before EOS is allowed
     batch_size: int = _range(64, 1)  # sentences per decoding batch
     precision: str = _choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
     kernels: bool = True  # as training.kernels
@@ -241,6 +259,7 @@ class SearchConfig:
     # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
     shortlist: int = _range(0, 0, SHORTLIST_MAX)
+    # with shortlist > 0: how many of the most frequent target pieces are always searched over
     shortlist_frequent: int = _range(500, 0, SHORTLIST_FREQUENT_MAX)
 
     def __post_init__(self) -> None:  # also after dataclasses.replace
