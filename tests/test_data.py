@@ -8,8 +8,12 @@ import logging
 import os
 import pickle
 import random
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -17,7 +21,7 @@ import pytest
 import torch
 
 from seq2seq.config import CorpusConfig, SubwordConfig
-from seq2seq.data import subwords
+from seq2seq.data import arrow, subwords
 from seq2seq.data.batching import (
     ParallelData,
     filter_pairs,
@@ -282,9 +286,33 @@ def test_encode_dataset(corpus: datasets.Dataset, vocab: Vocab) -> None:
     ds = encode_dataset(corpus, vocab, vocab)
     assert ds.column_names == ["src", "tgt", "src_ids", "tgt_ids"]
     assert ds["src_ids"][:5] == vocab.encode(corpus["src"][:5]) and ds["src_ids"][-1] == []
+
+
+ENCODE_IN_A_CHILD = """
+import sys, datasets
+from seq2seq.data.subwords import Vocab, encode_dataset
+vocab = Vocab(open(sys.argv[2], "rb").read())
+print(encode_dataset(datasets.load_from_disk(sys.argv[1]), vocab, vocab).cache_files[0]["filename"])
+"""
+
+
+def test_encoding_is_cached_by_corpus_and_models_in_every_process(
+    corpus: datasets.Dataset, vocab: Vocab, tmp_path: Path
+) -> None:
+    """The same corpus and models find the same cache file, in this process and in another
+    (a resumed run, another rank); other models get a cache of their own."""
+    corpus.save_to_disk(str(tmp_path / "raw"))
+    raw = datasets.load_from_disk(str(tmp_path / "raw"))
+    cache = encode_dataset(raw, vocab, vocab).cache_files
+    assert len(cache) == 1 and Path(cache[0]["filename"]).parent == tmp_path / "raw"
+    written = Path(cache[0]["filename"]).stat().st_mtime_ns
+    assert encode_dataset(raw, vocab, vocab).cache_files == cache
+    (tmp_path / "spm.model").write_bytes(vocab.model_proto)
+    child = [sys.executable, "-c", ENCODE_IN_A_CHILD, str(tmp_path / "raw"), str(tmp_path / "spm.model")]
+    assert subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip() == cache[0]["filename"]
+    assert Path(cache[0]["filename"]).stat().st_mtime_ns == written  # read back, never written again
     other = Vocab(train_sentencepiece(sentences(600), "bpe", 120))
-    assert encode_dataset(corpus, vocab, other)._fingerprint != ds._fingerprint
-    assert encode_dataset(corpus, vocab, vocab)._fingerprint == ds._fingerprint
+    assert encode_dataset(raw, vocab, other).cache_files != cache
 
 
 def test_encoding_in_two_processes_keeps_rows_and_order(corpus: datasets.Dataset, vocab: Vocab) -> None:
@@ -320,6 +348,90 @@ def test_to_parallel_data_reads_cache_files_as_the_dataset_does(
     sliced = to_parallel_data(on_disk.select(range(100, 400)), len(vocab))  # contiguous: no indices
     expected = in_memory.select(np.arange(100, 400))
     assert np.array_equal(sliced.src, expected.src) and np.array_equal(sliced.tgt_offsets, expected.tgt_offsets)
+
+
+def same(a: ParallelData, b: ParallelData) -> bool:
+    return all(
+        np.array_equal(getattr(a, name), getattr(b, name)) for name in ("src", "src_offsets", "tgt", "tgt_offsets")
+    )
+
+
+@pytest.fixture(scope="module")
+def on_disk(corpus: datasets.Dataset, vocab: Vocab, tmp_path_factory: pytest.TempPathFactory) -> datasets.Dataset:
+    """The corpus encoded from disk in two processes: two Arrow cache files."""
+    raw = tmp_path_factory.mktemp("raw")
+    corpus.save_to_disk(str(raw))
+    return encode_dataset(datasets.load_from_disk(str(raw)), vocab, vocab, num_proc=2)
+
+
+def never(*args: object, **kwargs: object) -> None:
+    raise AssertionError("read the cache files as streams")
+
+
+def test_the_private_datasets_features_the_stream_reader_needs_are_there() -> None:
+    """Both capability checks pass with the datasets version installed, so that the other
+    tests cover the fast path; where a new version fails one, training still reads its data
+    (the fallback below) but holds its pages in memory."""
+    assert arrow.index_mapping_visible() and arrow.cache_files_are_streams()
+
+
+def test_whole_cache_files_are_read_as_streams(on_disk: datasets.Dataset, vocab: Vocab) -> None:
+    assert arrow.whole_cache_files(on_disk, ["src_ids", "tgt_ids"]) == [f["filename"] for f in on_disk.cache_files]
+    assert arrow.whole_cache_files(on_disk.select(range(100, 400)), ["src_ids"]) is None  # rows left out
+    assert arrow.whole_cache_files(on_disk.select([3, 2, 1]), ["src_ids"]) is None  # an index mapping
+    assert arrow.whole_cache_files(on_disk.shuffle(seed=0), ["src_ids"]) is None
+    # An index mapping held in memory: the cache files alone look whole.
+    assert arrow.whole_cache_files(on_disk.shuffle(seed=0, keep_in_memory=True), ["src_ids"]) is None
+    assert arrow.whole_cache_files(on_disk, ["src_ids", "absent"]) is None
+
+
+@pytest.mark.parametrize("check", ["index_mapping_visible", "cache_files_are_streams"])
+def test_a_failed_capability_check_reads_the_public_way_with_the_same_result(
+    on_disk: datasets.Dataset, vocab: Vocab, monkeypatch: pytest.MonkeyPatch, check: str
+) -> None:
+    fast = to_parallel_data(on_disk, len(vocab))
+    monkeypatch.setattr(arrow, check, lambda: False)
+    monkeypatch.setattr(arrow, "_stream_chunks", never)
+    assert same(to_parallel_data(on_disk, len(vocab)), fast)
+    order = np.random.default_rng(0).permutation(len(on_disk))
+    assert same(to_parallel_data(on_disk.select(order), len(vocab)), fast.select(order))  # an index mapping
+
+
+def test_the_index_mapping_check_fails_where_select_sets_no_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert arrow.index_mapping_visible.__wrapped__()
+    monkeypatch.setattr(datasets.Dataset, "select", lambda self, indices: self)
+    assert not arrow.index_mapping_visible.__wrapped__()
+
+
+def test_the_stream_check_fails_where_cache_files_read_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert arrow.cache_files_are_streams.__wrapped__()
+    with monkeypatch.context() as m:
+        m.setattr(arrow, "_stream_rows", lambda files, names: -1)  # as for a file that is no stream
+        assert not arrow.cache_files_are_streams.__wrapped__()
+    read = arrow._stream_chunks
+
+    def reversed_rows(files: list[str], names: list[str]) -> Iterator[dict[str, Any]]:
+        for chunk in read(files, names):
+            yield {name: column[::-1] for name, column in chunk.items()}
+
+    monkeypatch.setattr(arrow, "_stream_chunks", reversed_rows)
+    assert not arrow.cache_files_are_streams.__wrapped__()
+
+
+def test_stream_rows_counts_streams_and_refuses_other_files(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"src_ids": [[1, 2], [3]], "tgt_ids": [[4], []]})
+    for name, new in (("stream", pa.ipc.new_stream), ("file", pa.ipc.new_file)):
+        with pa.OSFile(str(tmp_path / name), "wb") as sink, new(sink, table.schema) as writer:
+            writer.write_table(table)
+    (tmp_path / "garbage").write_bytes(b"not arrow at all")
+    stream, file, garbage = (str(tmp_path / name) for name in ("stream", "file", "garbage"))
+    assert arrow._stream_rows([stream, stream], ["src_ids", "tgt_ids"]) == 4
+    assert arrow._stream_rows([stream], ["src_ids", "other"]) == -1
+    assert arrow._stream_rows([stream, file], ["src_ids"]) == -1
+    assert arrow._stream_rows([garbage], ["src_ids"]) == -1
+    assert arrow._stream_rows([str(tmp_path / "missing")], ["src_ids"]) == -1
 
 
 # ---- filtering and batching --------------------------------------------------------------

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from seq2seq.data.arrow import column_chunks
 from seq2seq.errors import DataError
 
-if TYPE_CHECKING:  # datasets and pyarrow load only where a corpus is read, not to translate
+if TYPE_CHECKING:  # datasets loads only where a corpus is read, not to translate
     import datasets
-    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK = 100_000
+_ID_COLUMNS = ["src_ids", "tgt_ids"]
 
 
 @dataclass
@@ -84,13 +83,14 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
 
 
 def to_parallel_data(ds: datasets.Dataset, vocab_size: int = 2**31) -> ParallelData:
-    """Read the ``src_ids`` / ``tgt_ids`` columns in Arrow chunks into a ParallelData, ids
-    as uint16 when ``vocab_size`` allows (half the memory of int32 for millions of pairs).
+    """Read the ``src_ids`` / ``tgt_ids`` columns in Arrow chunks (:mod:`seq2seq.data.arrow`)
+    into a ParallelData, ids as uint16 when ``vocab_size`` allows (half the memory of int32
+    for millions of pairs).
 
     Two passes over the columns: lengths first, then the ids straight into arrays of their
     final size, so peak memory is the result plus one chunk."""
     parts: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
-    for chunk in _id_chunks(ds):
+    for chunk in column_chunks(ds, _ID_COLUMNS):
         for side in ("src", "tgt"):
             # value_lengths() (and flatten() below) respect slicing, unlike .offsets / .values.
             lengths = chunk[f"{side}_ids"].value_lengths().fill_null(0)
@@ -99,55 +99,13 @@ def to_parallel_data(ds: datasets.Dataset, vocab_size: int = 2**31) -> ParallelD
     dtype = np.uint16 if vocab_size <= 2**16 else np.int32
     flat = {side: np.empty(int(offsets[side][-1]), dtype=dtype) for side in parts}
     done = {"src": 0, "tgt": 0}
-    for chunk in _id_chunks(ds):
+    for chunk in column_chunks(ds, _ID_COLUMNS):
         for side in ("src", "tgt"):
             values = chunk[f"{side}_ids"].flatten().to_numpy(zero_copy_only=False)
             flat[side][done[side] : done[side] + len(values)] = values
             done[side] += len(values)
     assert done["src"] == len(flat["src"]) and done["tgt"] == len(flat["tgt"])
     return ParallelData(flat["src"], offsets["src"], flat["tgt"], offsets["tgt"])
-
-
-def _id_chunks(ds: datasets.Dataset) -> Iterator[dict[str, pa.ListArray]]:
-    """The ``src_ids`` / ``tgt_ids`` columns of ``ds`` chunk by chunk, in row order.
-
-    Where ``ds`` is exactly its Arrow cache files (no index mapping, no dropped rows), they
-    are read as streams with plain reads: a memory map would leave every page it touched
-    resident in this process until the dataset is closed, a large part of the peak RSS at
-    millions of pairs (``scripts/bench/benchmark.py --data-scale`` measures it), while read
-    pages stay in the kernel's reclaimable page cache."""
-    import pyarrow as pa
-
-    names = ["src_ids", "tgt_ids"]
-    files = [f["filename"] for f in ds.cache_files]
-    if ds._indices is None and files and _stream_rows(files, names) == len(ds):
-        for filename in files:
-            with pa.OSFile(filename) as source:
-                for batch in pa.ipc.open_stream(source):
-                    yield {name: batch.column(name) for name in names}
-        return
-    for table in ds.select_columns(names).with_format("arrow").iter(batch_size=_READ_CHUNK):
-        yield {name: table.column(name).combine_chunks() for name in names}
-
-
-def _stream_rows(files: list[str], names: list[str]) -> int:
-    """Rows in the Arrow stream files together; -1 where one is not a stream holding ``names``.
-
-    Through a memory map, batches are zero-copy: counting their rows touches only the
-    message headers, not the data, and the map is closed before the data is read."""
-    import pyarrow as pa
-
-    rows = 0
-    for filename in files:
-        try:
-            with pa.memory_map(filename) as source:
-                reader = pa.ipc.open_stream(source)
-                if not all(name in reader.schema.names for name in names):
-                    return -1
-                rows += sum(batch.num_rows for batch in reader)
-        except (OSError, pa.ArrowInvalid):
-            return -1
-    return rows
 
 
 def filter_pairs(data: ParallelData, max_length: int, name: str) -> ParallelData:
