@@ -17,8 +17,6 @@ from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.encoder import Encoded
 from seq2seq.search import beam_search, greedy_search
 
-pytestmark = pytest.mark.slow  # torch.compile takes a while
-
 
 def _decoder() -> FusedLuongDecoder:
     torch.manual_seed(0)
@@ -46,6 +44,7 @@ def _loss_and_grads(decoder: FusedLuongDecoder, n: int, s: int, t: int, seed: in
     return out.features, out.attention, grads
 
 
+@pytest.mark.slow  # torch.compile takes a while
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_step_loop_equals_the_eager_one_with_gradients(mode: str) -> None:
     """float32, training mode (dropout), two batches of other sizes: the second reuses the
@@ -66,6 +65,7 @@ def test_compiled_step_loop_equals_the_eager_one_with_gradients(mode: str) -> No
     assert decoder.steps is compiled_steps(mode) and compiled_steps(mode).compiled
 
 
+@pytest.mark.slow  # torch.compile takes a while
 def test_compiled_steps_under_bf16_autocast_stay_as_close_to_float32_as_eager() -> None:
     """Compiled bf16 fuses the elementwise work in float32 (fewer roundings than eager bf16):
     its distance from the float32 loop is at most a little above the eager bf16 loop's."""
@@ -85,6 +85,7 @@ def test_compiled_steps_under_bf16_autocast_stay_as_close_to_float32_as_eager() 
     assert errors["compiled"] <= 1.5 * errors["eager"] + 1e-3, errors
 
 
+@pytest.mark.slow  # torch.compile takes a while
 def test_compiled_search_gives_the_eager_translations() -> None:
     """Greedy and beam search (finished sentences leave the batch: the batch size changes from
     step to step) with the compiled step give the eager hypotheses and scores."""
