@@ -20,7 +20,7 @@ from seq2seq.kernels.decoder import FusedLuongDecoder
 from seq2seq.kernels.dropout import FastDropout, fast_dropout_mask
 from seq2seq.kernels.input_feeding import Weights, input_feeding_gru
 from seq2seq.kernels.loss import FastSeq2Seq, projected_cross_entropy
-from seq2seq.kernels.recurrent import CPUAutocastRecurrent, Float32Stack
+from seq2seq.kernels.recurrent import CPUAutocastRecurrent, CPUAutocastStack
 from seq2seq.models import build_model
 from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.cells import TorchRecurrent, make_recurrent
@@ -340,7 +340,7 @@ def test_accelerate_chooses_each_kernel_exactly_where_it_claims_support(name: st
         Seq2Seq: FastSeq2Seq,
         LuongDecoder: FusedLuongDecoder if name == "fused" else LuongDecoder,
         TorchRecurrent: CPUAutocastRecurrent,
-        RecurrentStack: Float32Stack,
+        RecurrentStack: CPUAutocastStack,
         torch.nn.Dropout: FastDropout,
     }
     for (path, old), (_, new) in zip(plain.named_modules(), model.named_modules(), strict=True):

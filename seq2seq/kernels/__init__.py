@@ -9,7 +9,7 @@ kernel                         stands in for                               where
 =============================  ==========================================  ============================
 :class:`FusedLuongDecoder`     ``models.attention_decoders.LuongDecoder``  :func:`config.fused_decoder`
 :class:`CPUAutocastRecurrent`  ``models.cells.TorchRecurrent``             under CPU autocast
-:class:`Float32Stack`          ``models.stack.RecurrentStack``             under CPU autocast
+:class:`CPUAutocastStack`      ``models.stack.RecurrentStack``             under CPU autocast
 :class:`FastDropout`           ``torch.nn.Dropout``                        in training
 :class:`FastSeq2Seq`           ``models.seq2seq.Seq2Seq``                  loss, and search steps
 =============================  ==========================================  ============================
@@ -34,7 +34,7 @@ from seq2seq.kernels.decoder import FusedLuongDecoder
 from seq2seq.kernels.dropout import FastDropout
 from seq2seq.kernels.kernel import Kernel
 from seq2seq.kernels.loss import FastSeq2Seq
-from seq2seq.kernels.recurrent import CPUAutocastRecurrent, Float32Stack
+from seq2seq.kernels.recurrent import CPUAutocastRecurrent, CPUAutocastStack
 
 __all__ = ["KERNELS", "accelerate", "kernel_of"]
 
@@ -43,7 +43,7 @@ __all__ = ["KERNELS", "accelerate", "kernel_of"]
 KERNELS: tuple[type[Kernel], ...] = (
     FusedLuongDecoder,
     CPUAutocastRecurrent,
-    Float32Stack,
+    CPUAutocastStack,
     FastDropout,
     FastSeq2Seq,
 )

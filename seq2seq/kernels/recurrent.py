@@ -1,5 +1,5 @@
 """Recurrent layers under CPU autocast: :class:`CPUAutocastRecurrent` stands in for
-:class:`~seq2seq.models.cells.TorchRecurrent` and :class:`Float32Stack` for
+:class:`~seq2seq.models.cells.TorchRecurrent` and :class:`CPUAutocastStack` for
 :class:`~seq2seq.models.stack.RecurrentStack`.
 
 Why: torch's CPU recurrent kernels have no fast bf16 path, and small recurrent products in
@@ -80,7 +80,7 @@ class CPUAutocastRecurrent(Kernel, TorchRecurrent):
         return x, (torch.cat(finals, dim=1),)
 
 
-class Float32Stack(Kernel, RecurrentStack):
+class CPUAutocastStack(Kernel, RecurrentStack):
     """:class:`~seq2seq.models.stack.RecurrentStack` that runs in float32 with autocast off
     under CPU autocast (see the module docstring)."""
 
