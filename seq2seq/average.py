@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from seq2seq.checkpoint import Stored, read_checkpoint
+from seq2seq.checkpoint import Stored, read_checkpoint, vocab_difference
 from seq2seq.config import config_to_dict
 from seq2seq.errors import CheckpointError
 
@@ -63,9 +63,9 @@ def check_compatible(first: Stored, first_path: Path, other: Stored, other_path:
         diffs = list(config_differences(configs[0][section], configs[1][section], section))
         if diffs:
             raise CheckpointError(f"{pair}: configs differ at {', '.join(diffs)}")
-    for side in ("src", "tgt"):
-        if getattr(first, f"{side}_vocab").model_proto != getattr(other, f"{side}_vocab").model_proto:
-            raise CheckpointError(f"{pair}: the {side} vocabularies differ")
+    side = vocab_difference(first, other)
+    if side is not None:
+        raise CheckpointError(f"{pair}: the {side} vocabularies differ")
     a, b = first.weights, other.weights
     if a.keys() != b.keys():
         only = sorted(set(a) ^ set(b))

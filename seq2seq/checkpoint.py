@@ -60,6 +60,15 @@ class Loaded:
     shortlist: Shortlist | None = None
 
 
+def vocab_difference(a: Stored | Loaded, b: Stored | Loaded) -> str | None:
+    """The side (``src`` or ``tgt``) whose SentencePiece models differ between two
+    checkpoints, or None where both sides are the same (what averaging and ensembles need)."""
+    for side in ("src", "tgt"):
+        if getattr(a, f"{side}_vocab").model_proto != getattr(b, f"{side}_vocab").model_proto:
+            return side
+    return None
+
+
 def write_checkpoint(path: str | Path, stored: Stored) -> None:
     """Write ``stored`` to ``path`` atomically (creating its directory)."""
     payload = {

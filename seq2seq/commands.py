@@ -77,7 +77,7 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
     """The first checkpoint (config, vocabularies), the model or ensemble to search, the
     search settings (the first checkpoint's, overridden by the flags given) and the device.
     The checks that need no checkpoint run before any is loaded."""
-    from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.checkpoint import load_checkpoint, vocab_difference
     from seq2seq.ensemble import Ensemble
     from seq2seq.kernels import accelerate
     from seq2seq.runtime import pick_device, set_threads
@@ -93,12 +93,12 @@ def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchC
     members = [load_checkpoint(path, device) for path in args.checkpoint]
     loaded = members[0]
     for path, other in zip(args.checkpoint[1:], members[1:]):
-        for side in ("src", "tgt"):
-            if getattr(other, f"{side}_vocab").model_proto != getattr(loaded, f"{side}_vocab").model_proto:
-                raise ConfigError(
-                    f"--checkpoint: {path} has another {side} vocabulary than {args.checkpoint[0]}; "
-                    "an ensemble needs models trained with the same SentencePiece models"
-                )
+        side = vocab_difference(loaded, other)
+        if side is not None:
+            raise ConfigError(
+                f"--checkpoint: {path} has another {side} vocabulary than {args.checkpoint[0]}; "
+                "an ensemble needs models trained with the same SentencePiece models"
+            )
     model: Searchable = loaded.model if len(members) == 1 else Ensemble([m.model for m in members])
     search = dataclasses.replace(loaded.config.search, **given)  # SearchConfig checks n_best against beam_size
     check_shortlist(search, loaded.shortlist, args.checkpoint[0])

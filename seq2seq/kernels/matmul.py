@@ -78,7 +78,8 @@ def sigmoid_backward_works(op: Callable[..., Tensor] | None) -> bool:
     """Whether ``op(grad, s, grad_input=out)`` exists and agrees with the public expression."""
     if op is None:
         return False
-    grad, s = _trial()[0], _trial()[0].sigmoid()
+    grad = _trial()[0]
+    s = grad.sigmoid()
     try:
         out = op(grad, s, grad_input=torch.empty_like(s))
     except (RuntimeError, TypeError) as error:
