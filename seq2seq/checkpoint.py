@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -27,7 +27,7 @@ from seq2seq.atomic import atomic_open
 from seq2seq.config import RunConfig, config_from_dict, config_to_dict
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, output_error
 from seq2seq.models import build_model
 from seq2seq.models.seq2seq import Seq2Seq
 
@@ -80,9 +80,37 @@ def write_checkpoint(path: str | Path, stored: Stored) -> None:
         "shortlist": None if stored.shortlist is None else stored.shortlist.to_data(),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(path, e) from e
     with atomic_open(path) as f:
-        torch.save(payload, f)
+        recording = _Recording(f)
+        try:
+            torch.save(payload, cast(IO[bytes], recording))
+        except RuntimeError as e:
+            if recording.error is None:
+                raise
+            raise recording.error from e  # atomic_open names path and says what to do
+
+
+class _Recording:
+    """A file that keeps the ``OSError`` of a failed write: ``torch.save`` turns it into a
+    ``RuntimeError`` that no longer says why (a full disk, say)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def save_checkpoint(
@@ -113,19 +141,57 @@ def read_checkpoint(path: str | Path) -> Stored:
         raise CheckpointError(f"{path}: not a readable seq2seq checkpoint ({e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a seq2seq checkpoint of format {FORMAT}")
+    src_vocab, tgt_vocab = _vocab(payload, "src", path), _vocab(payload, "tgt", path)
+    weights = payload.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: its weights are missing or not tensors; {DAMAGED}")
     try:
         config = config_from_dict(payload["config"])
         table = payload.get("shortlist")
         return Stored(
             config,
-            Vocab(payload["vocabs"]["src"]),
-            Vocab(payload["vocabs"]["tgt"]),
-            dict(payload["model"]),
+            src_vocab,
+            tgt_vocab,
+            dict(weights),
             payload.get("train_state"),
             None if table is None else Shortlist.from_data(table),
         )
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # ConfigError, SentencePiece's errors
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # ConfigError, a bad shortlist table
         raise CheckpointError(f"{path}: a damaged seq2seq checkpoint ({type(e).__name__}: {e})") from e
+
+
+DAMAGED = "the file is damaged or was edited: use another checkpoint"
+
+
+def _vocab(payload: dict[str, Any], side: str, path: Path) -> Vocab:
+    """The ``side`` SentencePiece model of a checkpoint's payload."""
+    vocabs = payload.get("vocabs")
+    proto = vocabs.get(side) if isinstance(vocabs, dict) else None
+    if not isinstance(proto, bytes) or not proto:
+        raise CheckpointError(f"{path}: its {side} SentencePiece model is missing; {DAMAGED}")
+    try:
+        return Vocab(proto)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its {side} SentencePiece model is corrupt ({e}); {DAMAGED}") from None
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(weights)``, or :class:`CheckpointError` naming ``path`` and the
+    tensors that do not fit the model its config describes (missing, unexpected, other shapes)."""
+    expected = model.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in weights]
+    problems += [f"unexpected {k}" for k in weights if k not in expected]
+    problems += [
+        f"{k} is {tuple(weights[k].shape)}, the config needs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model of its config ({'; '.join(problems[:3])}{more}); {DAMAGED}"
+        )
+    model.load_state_dict(weights)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loaded:
@@ -133,6 +199,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     stored = read_checkpoint(path)
     src_vocab, tgt_vocab = stored.src_vocab, stored.tgt_vocab
     model = build_model(stored.config.model, len(src_vocab), len(tgt_vocab), padding_idx=src_vocab.pad_id)
-    model.load_state_dict(stored.weights)
+    load_weights(model, stored.weights, path)
     model.to(device).eval()
     return Loaded(stored.config, model, src_vocab, tgt_vocab, stored.train_state, stored.shortlist)

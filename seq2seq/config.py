@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -186,7 +187,8 @@ class ModelConfig:
 class TrainingConfig:
     """Device, precision, fast paths, optimizer, learning-rate schedule, budget, validation and checkpoints."""
 
-    seed: int = 42  # seeds the weights, dropout masks, batch order and the training of the subword models
+    # seeds the weights, dropout masks, batch order and the training of the subword models
+    seed: int = _range(42, 0, 2**32 - 1)
     device: str = _choice("auto", *DEVICES)  # auto: CUDA when torch sees it, else CPU
     precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
     threads: int = _range(0, 0)  # 0: every core this process may use
@@ -198,7 +200,7 @@ class TrainingConfig:
     compile: str = _choice("none", *COMPILE_MODES)
     optimizer: str = _choice("adam", "adam", "adamw")  # torch.optim.Adam or AdamW, with the fused update
     learning_rate: float = _range(3e-4, 0.0)  # the peak rate, reached at the end of warm-up
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam's (beta1, beta2)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's (beta1, beta2), each in [0, 1)
     weight_decay: float = _range(0.0, 0.0)  # L2 (adam) or decoupled (adamw; Loshchilov & Hutter 2019)
     # after warm-up: constant; inverse_sqrt (Vaswani et al. 2017); plateau: decay when dev loss stalls
     scheduler: str = _choice("constant", "constant", "plateau", "inverse_sqrt")
@@ -214,7 +216,10 @@ class TrainingConfig:
     max_minutes: float = _range(0.0, 0.0)  # wall-time budget; 0: no limit
     validate_every: int = _range(1000, 1)  # steps
     keep_checkpoints: int = _range(0, 0)  # keep the weights of the last K validations as ckpt-STEP.pt
-    save_every: int = _range(0, 0)  # steps between last.pt writes; 0: at validation
+    save_every: int = _range(0, 0)  # steps between last.pt writes; 0: at validation (and save_minutes)
+    save_minutes: float = _range(5.0, 0.0)  # also write last.pt when this long has passed since it was; 0: never
+    # updates in a row with a non-finite loss or gradient norm (each skipped) that stop the run as diverged
+    max_bad_updates: int = _range(5, 1)
     log_every: int = _range(50, 1)  # steps between training log records (metrics.jsonl, TensorBoard, the log)
     # what best.pt and patience follow: dev BLEU or dev loss (the plateau scheduler follows dev loss)
     early_stopping_metric: str = _choice("bleu", "bleu", "loss")
@@ -223,6 +228,9 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         check_compile("training", self.compile, self.kernels)
+        for i, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:  # Adam's moving averages need it
+                raise ConfigError(f"training.betas[{i}]: {beta!r} is outside [0, 1)")
 
 
 def check_compile(section: str, compile: str, kernels: bool) -> None:
@@ -261,6 +269,10 @@ class SearchConfig:
     shortlist: int = _range(0, 0, SHORTLIST_MAX)
     # with shortlist > 0: how many of the most frequent target pieces are always searched over
     shortlist_frequent: int = _range(500, 0, SHORTLIST_FREQUENT_MAX)
+    # source pieces of a line to translate (translate, evaluate, the Python API); 0: no limit
+    max_source_length: int = _range(256, 0)
+    # a line past max_source_length: truncate (cut, with a warning naming the line) or refuse (an error naming it)
+    long_source: str = _choice("truncate", "truncate", "refuse")
 
     def __post_init__(self) -> None:  # also after dataclasses.replace
         check_n_best(self.n_best, self.beam_size)
@@ -353,6 +365,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # no key has a meaning for NaN or infinity
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -384,11 +398,23 @@ def check_value(cls: type[Any], name: str, value: Any, key: str) -> Any:
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    low, high = f.metadata.get("low"), f.metadata.get("high")
+    _check_range(value, f.metadata.get("low"), f.metadata.get("high"), key)
+    return value
+
+
+def check_number(value: Any, kind: type[int] | type[float], low: float | None, high: float | None, key: str) -> Any:
+    """``value`` as ``kind`` (int or float, finite) within [``low``, ``high``] (``None``: no
+    bound), checked as config keys are: the rule for the command-line numbers that have no
+    config key (``--workers``, ``--port``, ...); :class:`ConfigError` naming ``key`` otherwise."""
+    value = _convert(value, kind, key)
+    _check_range(value, low, high, key)
+    return value
+
+
+def _check_range(value: Any, low: float | None, high: float | None, key: str) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"{key}: {value!r} is outside {bounds}")
-    return value
 
 
 def field_choices(cls: type[Any], name: str) -> tuple[str, ...]:
@@ -410,7 +436,21 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"{'.'.join(parents[: i + 1])}: is a value, not a section")
         node = child
-    node[leaf] = yaml.safe_load(text)
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {assignment}: {yaml_problem(e)}; quote the value to mean it as text") from None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML error (PyYAML's own message spans several, with a caret): where it
+    is and what is wrong; a tag such as ``!!python/object`` is named as not allowed."""
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(error.problem):
+        problem = f"{str(error.problem).split('constructor for the ')[-1]} is not allowed: give a plain value"
+    else:
+        problem = str(getattr(error, "problem", None) or error).replace("\n", " ")
+    mark = getattr(error, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -421,7 +461,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for assignment in overrides:

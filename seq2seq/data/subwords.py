@@ -43,7 +43,10 @@ class Vocab:
 
     def _build(self, model_proto: bytes) -> None:
         self.model_proto = bytes(model_proto)
-        self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        except RuntimeError:  # its message is an internal assertion (ParseFromArray), not a reason
+            raise ValueError(f"not a SentencePiece model ({len(self.model_proto)} bytes that do not parse)") from None
         special = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id())
         if min(special) < 0:
             raise ValueError(f"SentencePiece model lacks pad/bos/eos ids (got {special})")
