@@ -33,9 +33,10 @@ from typing import Any
 
 from seq2seq.checkpoint import read_checkpoint
 from seq2seq.config import CELLS, cell_overrides, load_config
+from seq2seq.errors import Seq2SeqError
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--out-dir", required=True)
@@ -43,7 +44,18 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per cell")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--report-only", action="store_true", help="tabulate and plot existing runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        return _compare(args)
+    except (Seq2SeqError, OSError) as e:  # a config, run directory or checkpoint that cannot be used
+        print(f"compare_cells.py: error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:  # the command printed its own error
+        print(f"compare_cells.py: error: {' '.join(map(str, e.cmd[:4]))} ... exited {e.returncode}", file=sys.stderr)
+        return e.returncode
+
+
+def _compare(args: argparse.Namespace) -> int:
     out, cells = Path(args.out_dir), args.cells.split(",")
     base = load_config(args.config, args.set)
     if not args.report_only:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data.batching import make_source_batch
+from seq2seq.errors import Seq2SeqError
 
 
 def summaries(checkpoint: str, phrases: list[str], batch_size: int = 256) -> Tensor:
@@ -92,14 +93,22 @@ def draw(points: Tensor, labels: list[str], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("phrases", help="one source phrase per line")
     parser.add_argument("output", help="the PNG to write")
     parser.add_argument("--method", default="pca", choices=["pca", "tsne"])
     parser.add_argument("--perplexity", type=float, default=30.0, help="tsne only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        return _map(args)
+    except (Seq2SeqError, OSError) as e:  # a checkpoint or phrase file that cannot be used
+        print(f"phrase_map.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _map(args: argparse.Namespace) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -138,7 +138,8 @@ def read_checkpoint(path: str | Path) -> Stored:
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable seq2seq checkpoint ({e})") from e
+        reason = str(e).split(". ")[0]  # torch's first sentence; the rest is advice about torch.save
+        raise CheckpointError(f"{path}: not a readable seq2seq checkpoint ({reason}); {DAMAGED}") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a seq2seq checkpoint of format {FORMAT}")
     src_vocab, tgt_vocab = _vocab(payload, "src", path), _vocab(payload, "tgt", path)

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import zip_longest
@@ -85,7 +86,7 @@ def _read_lines(path: str) -> Iterator[str]:
     """Decoded lines without ``\\n`` / ``\\r\\n``. Binary reading splits on ``\\n`` only, so
     characters such as U+2028 or a lone ``\\r`` inside a sentence stay where they are."""
     with _open(path) as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(_raw_lines(f, path), 1):
             if raw.endswith(b"\n"):
                 raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
             try:
@@ -95,6 +96,21 @@ def _read_lines(path: str) -> Iterator[str]:
                     f"{path}:{number}: not valid UTF-8 (byte {e.start} of the line); "
                     "convert the file to UTF-8, e.g. with iconv"
                 ) from None
+
+
+def _raw_lines(f: gzip.GzipFile | io.BufferedReader, path: str) -> Iterator[bytes]:
+    """The lines of ``f``; a gzip file that is truncated, corrupt or fails its CRC check is
+    a :class:`DataError` naming the file and the line where reading stopped."""
+    number = 0  # lines read whole
+    try:
+        for raw in f:
+            yield raw
+            number += 1
+    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        reason = "it ends early (truncated)" if isinstance(e, EOFError) else f"it is corrupt ({e})"
+        raise DataError(
+            f"{path}:{number + 1}: cannot decompress the gzip file: {reason}; download or compress it again"
+        ) from None
 
 
 def _from_generator(generator: Callable[..., Iterator[Pair]], **files_and_fields: str) -> datasets.Dataset:

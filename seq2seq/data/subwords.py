@@ -132,16 +132,32 @@ def train_sentencepiece(
     if input_sentence_size > 0:
         options["input_sentence_size"] = max(input_sentence_size, _MIN_SAMPLE)
         options["shuffle_input_sentence"] = True
+    kept = [0]  # non-empty sentences handed to the trainer
+
+    def non_empty() -> Iterator[str]:
+        for s in sentences:
+            if s:
+                kept[0] += 1
+                yield s
+
     if not in_subprocess:
-        return _train(seed, options, sentence_iterator=(s for s in sentences if s))
+        try:
+            return _train(seed, options, sentence_iterator=non_empty())
+        except RuntimeError as e:  # its messages are internal assertions, e.g. [!sentences_.empty()]
+            raise DataError(NO_SENTENCES if kept[0] == 0 else f"SentencePiece cannot train on them ({e})") from None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sentences.txt"
         with open(path, "w", encoding="utf-8") as f:
-            f.writelines(s + "\n" for s in sentences if s)
+            f.writelines(s + "\n" for s in non_empty())
+        if kept[0] == 0:
+            raise DataError(NO_SENTENCES)
         context = multiprocessing.get_context("spawn")  # a fresh interpreter, not a copy of this heap
         with ProcessPoolExecutor(1, mp_context=context) as pool:
             # One file line is one sentence, whatever its length (spm's default cut is 4,192 bytes).
             return pool.submit(_train, seed, {**options, "max_sentence_length": 1 << 30}, input=str(path)).result()
+
+
+NO_SENTENCES = "every sentence is empty: a SentencePiece model needs text to learn from"
 
 
 def _train(seed: int, options: dict[str, Any], **source: Any) -> bytes:
@@ -189,14 +205,18 @@ def prepare_vocabs(
         vocabs = []
         for path, cols in zip(paths, columns, strict=True):
             size = config.input_sentence_size or len(train) * len(cols)
-            proto = train_sentencepiece(
-                sample_sentences(train, cols, config.input_sentence_size, seed),
-                config.type,
-                config.vocab_size,
-                config.character_coverage,
-                seed=seed,
-                in_subprocess=size > _SUBPROCESS_SENTENCES,
-            )
+            try:
+                proto = train_sentencepiece(
+                    sample_sentences(train, cols, config.input_sentence_size, seed),
+                    config.type,
+                    config.vocab_size,
+                    config.character_coverage,
+                    seed=seed,
+                    in_subprocess=size > _SUBPROCESS_SENTENCES,
+                )
+            except DataError as e:
+                side = "both sides" if len(cols) == 2 else f"the {cols[0]} side"
+                raise DataError(f"the training corpus (data.train), {side}: {e}; check its files") from None
             _write_atomic(path, proto)
             vocabs.append(Vocab(proto))
             logger.info(
