@@ -4,24 +4,22 @@ parses them). The cheap checks come first: flags, input files, then the checkpoi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
+import shlex
 import sys
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-from seq2seq.config import RunConfig, SearchConfig, check_n_best, load_config
+from seq2seq.config import RunConfig, load_config
 from seq2seq.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
-    import torch
-
-    from seq2seq.checkpoint import Loaded
-    from seq2seq.search import Searchable
+    from seq2seq.api import Translator
+    from seq2seq.outputs import Translation
+    from seq2seq.train.interrupt import Interrupted
 
 # Search flags: each overrides the search setting of its name (SearchConfig) and is checked as
 # that config key is, when the command line is parsed.
@@ -50,152 +48,109 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
         yield f
 
 
-@contextmanager
-def _input(path: str | None) -> Iterator[IO[str]]:
-    if path is None:
-        yield sys.stdin
-        return
-    try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 (closed below; OSError must be ours)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror}") from e
-    with f:
-        yield f
+def _open_translator(args: argparse.Namespace, paths: list[str], **fixed: Any) -> Translator:
+    """The checkpoints ``paths`` as a :class:`~seq2seq.api.Translator`, its search settings
+    the first checkpoint's overridden by the search flags given (and ``fixed``); the checks
+    that need no checkpoint run before any is loaded, and errors name the flags."""
+    from seq2seq.api import LoadOptions, Translator
+
+    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name, None) is not None}
+    options = LoadOptions(args.device, args.threads, getattr(args, "workers", 1), {**given, **fixed}, flags=True)
+    return Translator.open(paths, options)
 
 
-def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\r\n") for line in f]
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
-
-
-def _search_setup(args: argparse.Namespace) -> tuple[Loaded, Searchable, SearchConfig, torch.device]:
-    """The first checkpoint (config, vocabularies), the model or ensemble to search, the
-    search settings (the first checkpoint's, overridden by the flags given) and the device.
-    The checks that need no checkpoint run before any is loaded."""
-    from seq2seq.checkpoint import load_checkpoint, vocab_difference
-    from seq2seq.ensemble import Ensemble
-    from seq2seq.kernels import accelerate
-    from seq2seq.runtime import pick_device, set_threads
-    from seq2seq.translate import check_shortlist, check_workers
-
-    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name) is not None}
-    if "n_best" in given and "beam_size" in given:
-        check_n_best(given["n_best"], given["beam_size"])
-    set_threads(args.threads)
-    device = pick_device(args.device, "--device")
-    check_workers(args.workers, device, "--workers")
-
-    members = [load_checkpoint(path, device) for path in args.checkpoint]
-    loaded = members[0]
-    for path, other in zip(args.checkpoint[1:], members[1:]):
-        side = vocab_difference(loaded, other)
-        if side is not None:
-            raise ConfigError(
-                f"--checkpoint: {path} has another {side} vocabulary than {args.checkpoint[0]}; "
-                "an ensemble needs models trained with the same SentencePiece models"
-            )
-    model: Searchable = loaded.model if len(members) == 1 else Ensemble([m.model for m in members])
-    search = dataclasses.replace(loaded.config.search, **given)  # SearchConfig checks n_best against beam_size
-    check_shortlist(search, loaded.shortlist, args.checkpoint[0])
-    if search.kernels:
-        for path, member in zip(args.checkpoint, members):
-            try:
-                accelerate(member.model, search.compile)
-            except ValueError as e:
-                raise ConfigError(f"--compile {search.compile}: {path}: {e}") from None
-    return loaded, model, search, device
-
-
-def cmd_train(args: argparse.Namespace) -> None:
-    from seq2seq.train.loop import train
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train; after SIGINT or SIGTERM, say how to resume and return 130 or 143."""
+    from seq2seq.train.interrupt import Interrupted
+    from seq2seq.train.run import train
 
     config = load_config(args.config, args.set)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    best = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, from rank 0
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, one voice: rank 0's
+    try:
+        best = train(config, run_dir, args.resume, args.overwrite, args.allow_data_change)
+    except Interrupted as e:
+        if main_rank:
+            print(f"seq2seq train: {_interrupted(e, args, run_dir)}", file=sys.stderr)
+        return e.exit_code
+    if main_rank:
         print(best)
+    return 0
+
+
+def _interrupted(e: Interrupted, args: argparse.Namespace, run_dir: str) -> str:
+    """What an interrupted training tells its user: what was saved and the command that goes on."""
+    last = Path(run_dir) / "last.pt"
+    command = ["seq2seq", "train", args.config, "--run-dir", run_dir, *(x for s in args.set for x in ("--set", s))]
+    if e.saved_step is not None:
+        what = f"at step {e.saved_step}; saved {last}"
+    elif last.exists():
+        what = f"at once, unsaved; {last} holds the last save"
+    else:
+        return f"interrupted by {e.name} before the first checkpoint; start it again with: {shlex.join(command)}"
+    return f"interrupted by {e.name} {what}; resume with: {shlex.join([*command, '--resume'])}"
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    with _input(args.input) as source:
-        _translate(args, source)
+    from seq2seq.lines import check_writable, check_writable_dir, decoded_lines, open_input
 
-
-def _translate(args: argparse.Namespace, source: IO[str]) -> None:
-    from seq2seq.translate import attention_record, translate_lines
-
-    loaded, model, search, device = _search_setup(args)
+    if args.output:
+        check_writable(args.output, "--output")
     if args.attention_dir:
-        if loaded.config.model.decoder.type == "context":
+        check_writable_dir(args.attention_dir, "--attention-dir")
+    with open_input(args.input) as source:
+        translator = _open_translator(args, args.checkpoint)
+        if args.attention_dir and not translator.attends:
             raise ConfigError(f"--attention-dir: {args.checkpoint[0]} has a decoder without attention (type context)")
-        Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
+        lines = decoded_lines(source, args.input or "<stdin>")
+        _translate(args, translator, lines, chunk_lines=1 if source.isatty() else 10_000)  # a terminal: line by line
+
+
+def _translate(args: argparse.Namespace, translator: Translator, lines: Iterator[str], chunk_lines: int) -> None:
+    n_best = translator.search.n_best
     with atomic_output(args.output) as out:
-        chunk = 1 if source.isatty() else 10_000  # interactive: answer each line at once
-        read: deque[str] = deque()  # lines read but not yet answered, for the attention files
-        outputs = translate_lines(
-            model,
-            _remember(source, read),
-            search,
-            loaded.src_vocab,
-            loaded.tgt_vocab,
-            device,
-            chunk_lines=chunk,
-            attention=bool(args.attention_dir),
-            shortlist=loaded.shortlist,
-            workers=args.workers,
-        )
+        outputs = translator.translate_iter(lines, return_attention=bool(args.attention_dir), chunk_lines=chunk_lines)
         for i, nbest in enumerate(outputs):
-            line = read.popleft()
-            if search.n_best == 1:
-                out.write(nbest[0][0] + "\n")
+            if n_best == 1:
+                out.write(nbest[0].text + "\n")
             else:  # Moses n-best format
-                out.writelines(f"{i} ||| {text} ||| {hyp.score:.4f}\n" for text, hyp in nbest)
+                out.writelines(f"{i} ||| {t.text} ||| {t.score:.4f}\n" for t in nbest)
             out.flush()
-            if args.attention_dir and nbest[0][1].attention is not None:  # None: an empty line
-                record = attention_record(i, line, nbest[0][1], loaded.src_vocab, loaded.tgt_vocab)
+            if args.attention_dir and nbest[0].attention is not None:  # None: an empty line
                 with atomic_output(str(Path(args.attention_dir) / f"{i:06d}.json")) as f:
-                    json.dump(record, f)
+                    json.dump(attention_record(i, nbest[0]), f)
 
 
-def _remember(lines: Iterable[str], read: deque[str]) -> Iterator[str]:
-    for line in lines:
-        read.append(line)
-        yield line
+def attention_record(line: int, translation: Translation) -> dict[str, Any]:
+    """What ``translate --attention-dir`` writes and ``seq2seq plot-attention`` draws:
+    source and target pieces (EOS included) and the weights, one row per target piece."""
+    assert translation.attention is not None
+    weights = [[round(w, 5) for w in row] for row in translation.attention]
+    source, target = [*translation.source_tokens, "</s>"], [*translation.tokens, "</s>"]
+    return {"line": line, "source": source, "target": target, "weights": weights}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from seq2seq.evaluate import format_scores, score_corpus
-    from seq2seq.translate import translate_lines
+    from seq2seq.lines import check_writable, read_lines
 
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise ConfigError("evaluate needs --src and --ref, or --split dev|test")
+    if args.output:
+        check_writable(args.output, "--output")
     if args.src:  # read before any checkpoint is loaded: a wrong path fails at once
-        sources, references = _read_lines(args.src), _read_lines(args.ref)
+        sources, references = read_lines(args.src), read_lines(args.ref)
         if len(sources) != len(references):
             raise DataError(
                 f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}: "
                 "every source line needs exactly one reference"
             )
-    loaded, model, search, device = _search_setup(args)
+        if not sources:
+            raise DataError(f"{args.src}: no lines to evaluate")
+    translator = _open_translator(args, args.checkpoint)
     if args.split:
-        sources, references = _config_corpus(loaded.config, args.split)
-    search = dataclasses.replace(search, n_best=1)
-    outputs = translate_lines(
-        model,
-        sources,
-        search,
-        loaded.src_vocab,
-        loaded.tgt_vocab,
-        device,
-        shortlist=loaded.shortlist,
-        workers=args.workers,
-    )
-    hypotheses = [nbest[0][0] for nbest in outputs]
+        sources, references = _config_corpus(translator.config, args.split)
+    hypotheses = [nbest[0].text for nbest in translator.translate_iter(sources, n_best=1)]
     if args.output:
         with atomic_output(args.output) as out:
             out.writelines(h + "\n" for h in hypotheses)
@@ -204,35 +159,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from seq2seq.checkpoint import load_checkpoint
-    from seq2seq.kernels import accelerate
-    from seq2seq.runtime import pick_device, set_threads
-
-    with _input(args.input) as source:
-        set_threads(args.threads)
-        device = pick_device(args.device, "--device")
-        loaded = load_checkpoint(args.checkpoint, device)
-        if loaded.config.search.kernels:
-            accelerate(loaded.model)
-        _score(args, loaded, source, device)
-
-
-def _score(args: argparse.Namespace, loaded: Loaded, source: IO[str], device: torch.device) -> None:
+    from seq2seq.lines import check_writable, decoded_lines, open_input
     from seq2seq.score import score_lines
 
-    with atomic_output(args.output) as out:
-        lines = score_lines(
-            loaded.model,
-            source,
-            loaded.src_vocab,
-            loaded.tgt_vocab,
-            device,
-            fmt=args.format,
-            name=args.input or "<stdin>",
-            batch_size=args.batch_size,
-        )
-        for line in lines:
-            out.write(line + "\n")
+    if args.output:
+        check_writable(args.output, "--output")
+    with open_input(args.input) as source:
+        # Force-decoding runs the whole model at once: no shortlist, no compiled step loop.
+        translator = _open_translator(args, [args.checkpoint], batch_size=args.batch_size, shortlist=0, compile="none")
+        name = args.input or "<stdin>"
+        with atomic_output(args.output) as out:
+            for line in score_lines(translator.score, decoded_lines(source, name), fmt=args.format, name=name):
+                out.write(line + "\n")
 
 
 def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]:
@@ -246,7 +184,7 @@ def _config_corpus(config: RunConfig, split: str) -> tuple[list[str], list[str]]
 
 
 def cmd_average(args: argparse.Namespace) -> None:
-    run_dir: Path | None = args.run_dir
+    run_dir = Path(args.run_dir) if args.run_dir is not None else None
     last: int | None = args.last
     paths: list[Path] = args.checkpoints
     if run_dir is not None:

@@ -12,7 +12,7 @@ pairs are scored in length-sorted batches, ``chunk_lines`` lines at a time.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ import torch
 from seq2seq.data.batching import ParallelData, make_batch
 from seq2seq.data.subwords import Vocab
 from seq2seq.errors import DataError
-from seq2seq.search import score_pairs
+from seq2seq.outputs import PairScore
+from seq2seq.search import forced_log_probs
 
 MOSES_SEP = " ||| "
 FORMATS = ("auto", "tsv", "moses")
@@ -64,16 +65,30 @@ def pair_log_probs(
 ) -> list[float]:
     """log p(target + EOS | source) of each pair, teacher forced, in length-sorted batches;
     in input order. A batch gives each pair what it gives alone (padding is masked)."""
+    return [total for total, _ in pair_token_log_probs(model, src_ids, tgt_ids, tgt_vocab, device, batch_size)]
+
+
+def pair_token_log_probs(
+    model: torch.nn.Module,
+    src_ids: Sequence[list[int]],
+    tgt_ids: Sequence[list[int]],
+    tgt_vocab: Vocab,
+    device: torch.device,
+    batch_size: int = 64,
+) -> list[tuple[float, list[float]]]:
+    """:func:`pair_log_probs` with each target piece's log-probability: per pair, the total
+    and the len(target) + 1 terms it sums (EOS's last)."""
     data = ParallelData(*_flat(src_ids), *_flat(tgt_ids))
     order = np.lexsort((data.tgt_lengths, data.src_lengths))[::-1]
-    scores = [0.0] * len(src_ids)
+    scores: list[tuple[float, list[float]]] = [(0.0, [])] * len(src_ids)
     pad = tgt_vocab.pad_id
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = make_batch(data, chunk, pad, tgt_vocab.bos_id, tgt_vocab.eos_id).to(device)
-        totals = score_pairs(model, batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, pad)
-        for i, total in zip(chunk.tolist(), totals.tolist()):
-            scores[i] = total
+        terms = forced_log_probs(model, batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, pad)
+        totals = terms.sum(dim=1).tolist()
+        for row, (i, total) in enumerate(zip(chunk.tolist(), totals)):
+            scores[i] = (total, terms[row, : len(tgt_ids[i]) + 1].tolist())
     return scores
 
 
@@ -84,28 +99,23 @@ def _flat(ids: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_lines(
-    model: torch.nn.Module,
+    score: Callable[[list[tuple[str, str]]], list[PairScore]],
     lines: Iterable[str],
-    src_vocab: Vocab,
-    tgt_vocab: Vocab,
-    device: torch.device,
     fmt: str = "auto",
     name: str = "<stdin>",
-    batch_size: int = 64,
     chunk_lines: int = 10_000,
 ) -> Iterator[str]:
-    """Stream scored lines (without newlines), one per input line, in input order. ``auto``
-    reads the format from the first line: ``moses`` if it holds ' ||| ', else ``tsv``."""
+    """Stream scored lines (without newlines), one per input line, in input order; ``score``
+    force-decodes a list of (source, target) pairs (:meth:`seq2seq.api.Translator.score`).
+    ``auto`` reads the format from the first line: ``moses`` if it holds ' ||| ', else
+    ``tsv``. Lines are read ``chunk_lines`` at a time, so inputs of any size work."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown pair format {fmt!r}; choose one of {', '.join(FORMATS)}")
     it, first_line = iter(lines), 1
-    while chunk := [line.rstrip("\r\n") for line in itertools.islice(it, chunk_lines)]:
+    while chunk := list(itertools.islice(it, chunk_lines)):
         if fmt == "auto":
             fmt = "moses" if MOSES_SEP in chunk[0] else "tsv"
         fields = [split_pair(line, fmt, f"{name}:{first_line + i}") for i, line in enumerate(chunk)]
-        src_ids = src_vocab.encode([f[0] for f in fields])
-        tgt_ids = tgt_vocab.encode([f[1] for f in fields])
-        totals = pair_log_probs(model, src_ids, tgt_ids, tgt_vocab, device, batch_size)
-        for f, ids, total in zip(fields, tgt_ids, totals):
-            yield join_scored(f, fmt, total, total / (len(ids) + 1))
+        for f, scored in zip(fields, score([(f[0], f[1]) for f in fields])):
+            yield join_scored(f, fmt, scored.log_prob, scored.log_prob / len(scored.token_log_probs))
         first_line += len(chunk)

@@ -8,7 +8,7 @@ batch-first tensors, so one :func:`select` reorders any of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -36,6 +36,9 @@ class Hypothesis:
     score: float  # log-probability after the length penalty (what ranks hypotheses)
     log_prob: float  # total log-probability, EOS included
     attention: Tensor | None = None  # (len(tokens) + 1, S) where the model attends
+    # len(tokens) + 1 (EOS's last): each step's log-probability, summing to log_prob; a piece
+    # the length limit forces (EOS) counts 0, as in log_prob
+    token_log_probs: list[float] = field(default_factory=list)
 
 
 def select(items: T, index: Tensor) -> T:
@@ -90,7 +93,7 @@ def greedy_search(
     prev = torch.full((n,), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(n, dtype=torch.bool, device=src.device)
     total = torch.zeros(n, device=src.device)
-    tokens, attention = [], []
+    tokens, attention, steps = [], [], []
     for t in range(int(limits.max()) + 1):
         out = model.step(prev, state, encoded, vocab)
         log_probs = _constrain(out.log_probs, t, min_length, limits, eos_col)
@@ -99,6 +102,7 @@ def greedy_search(
             prev = vocab[prev]
         total += best.masked_fill(done, 0.0)
         tokens.append(prev)
+        steps.append(best)
         if out.attention is not None and keep_attention:
             attention.append(out.attention)
         done |= prev == eos
@@ -106,12 +110,14 @@ def greedy_search(
         if bool(done.all()):
             break
     ids = torch.stack(tokens, dim=1).tolist()
+    step_log_probs = torch.stack(steps, dim=1).tolist()
     attn = torch.stack(attention, dim=1) if attention else None
     hyps = []
     for i in range(n):
         length = ids[i].index(eos) if eos in ids[i] else len(ids[i])
         weights = attn[i, : length + 1, : int(src_lengths[i])] if attn is not None else None
-        hyps.append(Hypothesis(ids[i][:length], float(total[i]), float(total[i]), weights))
+        score = float(total[i])
+        hyps.append(Hypothesis(ids[i][:length], score, score, weights, step_log_probs[i][: length + 1]))
     return hyps
 
 
@@ -180,6 +186,7 @@ def beam_search(
     width = 1
     scores = torch.zeros(n, 1, device=device)
     history = torch.empty(n, 0, dtype=torch.long, device=device)
+    lp_history = torch.empty(n, 0, device=device)  # each piece's log-probability, as history
     attn_history: Tensor | None = None
     prev = torch.full((n,), bos, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
@@ -193,6 +200,7 @@ def beam_search(
         candidates = (scores.view(-1, 1) + log_probs).view(len(live), width * vocab_size)
         top_scores, top_ids = candidates.topk(min(2 * k, width * vocab_size), dim=1)
         origin, token = top_ids // vocab_size, top_ids % vocab_size  # beam within the sentence, piece
+        step_lp = log_probs.view(len(live), width * vocab_size).gather(1, top_ids)  # the pieces' own
         if vocab is not None:
             token = vocab[token]
         if out.attention is not None and keep_attention:
@@ -209,7 +217,8 @@ def beam_search(
             seq = history[row].tolist()
             weights = attn_history[row, :, : int(src_lengths[s])] if attn_history is not None else None
             penalty = length_penalty(len(seq) + 1, length_penalty_kind, alpha)
-            finished[s].append(Hypothesis(seq, raw / penalty, raw, weights))
+            pieces_lp = [*lp_history[row].tolist(), float(step_lp[i, j])]
+            finished[s].append(Hypothesis(seq, raw / penalty, raw, weights, pieces_lp))
 
         keep = [i for i, s in enumerate(live) if len(finished[s]) < k and t < limits[s]]
         if not keep:
@@ -221,6 +230,8 @@ def beam_search(
         origin, token = origin[keep_t].gather(1, pick), token[keep_t].gather(1, pick)
         rows = (keep_t[:, None] * width + origin).view(-1)
         history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
+        kept_lp = step_lp[keep_t].gather(1, pick).view(-1, 1)
+        lp_history = torch.cat([lp_history.index_select(0, rows), kept_lp], dim=1)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, rows)
         state = select(out.state, rows)
@@ -229,14 +240,20 @@ def beam_search(
             encoded = select(encoded, (keep_t * width).repeat_interleave(pick.size(1)))
         scores, prev, live, width = alive_scores, token.view(-1), [live[i] for i in keep], pick.size(1)
 
-    empty = Hypothesis([], -math.inf, -math.inf)  # only where every beam scored -inf
+    empty = Hypothesis([], -math.inf, -math.inf, token_log_probs=[-math.inf])  # every beam scored -inf
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] or [empty] for hyps in finished]
 
 
-def score_pairs(model: Any, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor, pad: int) -> Tensor:
-    """Force-decode given targets: the total log-probability of each (N,) target sequence
+def forced_log_probs(model: Any, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor, pad: int) -> Tensor:
+    """Force-decode given targets: each target piece's log-probability, (N, T), 0 on padding
     (EOS included). tgt_in / tgt_out: (N, T) as in :class:`seq2seq.data.batching.Batch`."""
     with torch.no_grad():
         log_probs = torch.log_softmax(model.logits(model(src, src_lengths, tgt_in)).float(), dim=-1)
     picked = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
-    return picked.masked_fill(tgt_out == pad, 0.0).sum(dim=1)
+    return picked.masked_fill(tgt_out == pad, 0.0)
+
+
+def score_pairs(model: Any, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor, pad: int) -> Tensor:
+    """The total log-probability of each (N,) forced target sequence (EOS included); see
+    :func:`forced_log_probs`."""
+    return forced_log_probs(model, src, src_lengths, tgt_in, tgt_out, pad).sum(dim=1)

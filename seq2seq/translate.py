@@ -4,10 +4,10 @@ several forked workers), decode in input order."""
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
@@ -15,9 +15,11 @@ from seq2seq.config import SearchConfig
 from seq2seq.data.batching import make_source_batch
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
-from seq2seq.errors import ConfigError
+from seq2seq.errors import ConfigError, DataError
 from seq2seq.runtime import resolve_precision
 from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
+
+log = logging.getLogger(__name__)
 
 
 def check_workers(workers: int, device: torch.device, key: str = "workers") -> None:
@@ -89,7 +91,7 @@ def translate_ids(
     processes (CPU only), the threads shared out among them."""
     check_shortlist(search, shortlist)
     check_workers(workers, device)
-    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
+    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, token_log_probs=[0.0])] for _ in src_ids]
     order = sorted((i for i in range(len(src_ids)) if src_ids[i]), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + search.batch_size] for start in range(0, len(order), search.batch_size)]
     batches = [[src_ids[i] for i in chunk] for chunk in chunks]
@@ -156,6 +158,50 @@ def _in_workers(decode: BatchDecoder, batches: list[list[list[int]]], workers: i
         yield from pool.imap(_decode_in_worker, batches)
 
 
+def limit_source(src_ids: list[list[int]], search: SearchConfig, first_line: int = 1) -> list[list[int]]:
+    """Hold each source to ``search.max_source_length`` pieces (0: no limit): a longer one is
+    cut, with a logged warning, or refused (``search.long_source``) with :class:`DataError`;
+    either names the line (``first_line`` is the number of ``src_ids[0]``). A long line costs
+    time quadratic in its length with attention, so one stray line could hold up a whole
+    file or a server."""
+    limit = search.max_source_length
+    if not limit:
+        return src_ids
+    for i, ids in enumerate(src_ids):
+        if len(ids) > limit:
+            what = f"line {first_line + i}: {len(ids)} source pieces, more than search.max_source_length ({limit})"
+            if search.long_source == "refuse":
+                raise DataError(f"{what}; shorten the line, or set search.long_source: truncate")
+            log.warning("%s: translating its first %d pieces only", what, limit)
+    return [ids[:limit] for ids in src_ids]
+
+
+def translate_stream(
+    model: Searchable,
+    lines: Iterable[str],
+    search: SearchConfig,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    device: torch.device,
+    chunk_lines: int = 10_000,
+    attention: bool = False,
+    shortlist: Shortlist | None = None,
+    workers: int = 1,
+) -> Iterator[tuple[list[int], list[tuple[str, Hypothesis]]]]:
+    """Stream translations: for each input line, the source ids searched (after
+    :func:`limit_source`) and its n-best (detokenized text, hypothesis) pairs, best first, in
+    input order. An empty line gives one empty translation. Lines are read ``chunk_lines`` at
+    a time, so inputs of any size work. ``attention``: keep each hypothesis' attention
+    weights. ``shortlist``, ``workers``: as in :func:`translate_ids`."""
+    it, first_line = iter(lines), 1
+    while chunk := [line.strip() for line in itertools.islice(it, chunk_lines)]:
+        src_ids = limit_source(src_vocab.encode(chunk), search, first_line)
+        decoded = translate_ids(model, src_ids, search, src_vocab, tgt_vocab, device, attention, shortlist, workers)
+        for ids, hyps in zip(src_ids, decoded):
+            yield ids, list(zip(tgt_vocab.decode([h.tokens for h in hyps]), hyps))
+        first_line += len(chunk)
+
+
 def translate_lines(
     model: Searchable,
     lines: Iterable[str],
@@ -168,24 +214,9 @@ def translate_lines(
     shortlist: Shortlist | None = None,
     workers: int = 1,
 ) -> Iterator[list[tuple[str, Hypothesis]]]:
-    """Stream translations: for each input line, its n-best (detokenized text, hypothesis)
-    pairs, best first, in input order. An empty line gives one empty translation.
-    Lines are read ``chunk_lines`` at a time, so files of any size work. ``attention``: keep
-    each hypothesis' attention weights. ``shortlist``, ``workers``: as in :func:`translate_ids`."""
-    it = iter(lines)
-    while chunk := [line.rstrip("\r\n") for line in itertools.islice(it, chunk_lines)]:
-        src_ids = src_vocab.encode([line.strip() for line in chunk])
-        decoded = translate_ids(model, src_ids, search, src_vocab, tgt_vocab, device, attention, shortlist, workers)
-        for hyps in decoded:
-            yield list(zip(tgt_vocab.decode([h.tokens for h in hyps]), hyps))
-
-
-def attention_record(line: int, source: str, hyp: Hypothesis, src_vocab: Vocab, tgt_vocab: Vocab) -> dict[str, Any]:
-    """What ``translate --attention-dir`` writes and ``seq2seq plot-attention`` draws:
-    source and target pieces (EOS included) and the weights, one row per target piece."""
-    assert hyp.attention is not None
-    src_pieces = [*src_vocab.pieces(src_vocab.encode([source.strip()])[0]), "</s>"]
-    tgt_pieces = [*tgt_vocab.pieces(hyp.tokens), "</s>"]
-    assert hyp.attention.shape == (len(tgt_pieces), len(src_pieces))
-    weights = [[round(w, 5) for w in row] for row in hyp.attention.float().tolist()]
-    return {"line": line, "source": src_pieces, "target": tgt_pieces, "weights": weights}
+    """:func:`translate_stream` without the source ids: each line's n-best (text,
+    hypothesis) pairs, best first, in input order."""
+    for _, nbest in translate_stream(
+        model, lines, search, src_vocab, tgt_vocab, device, chunk_lines, attention, shortlist, workers
+    ):
+        yield nbest

@@ -90,3 +90,42 @@ def multi30k_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"Multi30k not found at {path}")
     return path
+
+
+def write_untrained_checkpoint(path: Path, corpus: Path, decoder_type: str = "luong", **search: object) -> Path:
+    """An untrained tiny model (seeded, so always the same) saved as a checkpoint at
+    ``path``, with SentencePiece models trained on ``corpus`` (:func:`write_toy_corpus`) and
+    that corpus as its dev and test set; ``search``: its search section. Written in well under
+    a second: for tests of what happens around a model, not of what it learnt."""
+    import torch
+
+    from seq2seq.checkpoint import save_checkpoint
+    from seq2seq.config import (
+        CorpusConfig,
+        DataConfig,
+        DecoderConfig,
+        EncoderConfig,
+        ModelConfig,
+        RunConfig,
+        SearchConfig,
+    )
+    from seq2seq.data.subwords import Vocab, train_sentencepiece
+    from seq2seq.models import build_model
+
+    lines = [*(corpus / "train.src").read_text().splitlines(), *(corpus / "train.tgt").read_text().splitlines()]
+    vocab = Vocab(train_sentencepiece(lines, "unigram", 40))
+    split = CorpusConfig(format="text", path=f"{corpus}/dev")
+    config = RunConfig(
+        data=DataConfig(src_lang="src", tgt_lang="tgt", train=split, dev=split, test=split),
+        model=ModelConfig(
+            encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
+            decoder=DecoderConfig(
+                type=decoder_type, attention="general", embedding_dim=8, hidden_size=8, output_size=8
+            ),
+        ),
+        search=SearchConfig(**{"beam_size": 2, "max_length_b": 5, "batch_size": 16, **search}),  # type: ignore[arg-type]
+    )
+    torch.manual_seed(0)
+    model = build_model(config.model, len(vocab), len(vocab), padding_idx=vocab.pad_id)
+    save_checkpoint(path, config, model, vocab, vocab)
+    return path
