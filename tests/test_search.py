@@ -5,7 +5,7 @@ import torch
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models import build_model
-from seq2seq.search import beam_search, greedy_search, length_penalty, score_pairs, select
+from seq2seq.search import beam_search, forced_log_probs, greedy_search, length_penalty, score_pairs, select
 
 V, BOS, EOS, PAD = 30, 2, 3, 0
 
@@ -161,3 +161,49 @@ def test_shortlisted_search_stays_in_its_list(model: torch.nn.Module) -> None:
     assert torch.allclose(out.log_probs, torch.log_softmax(full[:, allowed], dim=-1), atol=1e-6)
     with pytest.raises(ValueError, match="EOS"):
         beam_search(model, src, lengths, beam_size=3, vocab=torch.tensor([5, 7]), **KW)
+
+
+def test_token_log_probs_sum_to_the_log_prob(model: torch.nn.Module) -> None:
+    src, lengths = sources(10, seed=7)
+    greedy = greedy_search(model, src, lengths, **KW)
+    beams = beam_search(model, src, lengths, beam_size=4, n_best=4, **KW)
+    for h in [*greedy, *(h for n in beams for h in n)]:
+        assert len(h.token_log_probs) == len(h.tokens) + 1
+        assert sum(h.token_log_probs) == pytest.approx(h.log_prob, abs=1e-4)
+        assert all(lp <= 0.0 for lp in h.token_log_probs)
+
+
+def test_token_log_probs_beam_one_equals_greedy_and_batch_equals_one_by_one(model: torch.nn.Module) -> None:
+    src, lengths = sources(12, seed=8)
+    greedy = greedy_search(model, src, lengths, **KW)
+    beam = beam_search(model, src, lengths, beam_size=1, length_penalty_kind="none", **KW)
+    for g, b in zip(greedy, beam):
+        assert g.token_log_probs == pytest.approx(b[0].token_log_probs, abs=1e-4)
+    wide = beam_search(model, src, lengths, beam_size=3, n_best=3, **KW)
+    for i in range(len(src)):
+        n = int(lengths[i])
+        alone = beam_search(model, src[i : i + 1, :n], lengths[i : i + 1], beam_size=3, n_best=3, **KW)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in wide[i]]
+        for a, w in zip(alone, wide[i]):  # backtracked with the beams, as the tokens are
+            assert a.token_log_probs == pytest.approx(w.token_log_probs, abs=1e-4)
+        single = greedy_search(model, src[i : i + 1, :n], lengths[i : i + 1], **KW)[0]
+        assert single.token_log_probs == pytest.approx(greedy[i].token_log_probs, abs=1e-4)
+
+
+def test_token_log_probs_equal_forced_decoding(model: torch.nn.Module) -> None:
+    """Each piece's log-probability in the beam is the one teacher forcing gives it (the
+    hypotheses that ended before their length limit, where EOS is not forced)."""
+    src, lengths = sources(8, seed=9)
+    hyps = [h for n in beam_search(model, src, lengths, beam_size=3, n_best=3, **KW) for h in n]
+    rows = torch.arange(len(src)).repeat_interleave(3)
+    limits = [int(1.0 * n + 4) for n in lengths[rows].tolist()]
+    t = max(len(h.tokens) for h in hyps) + 1
+    tgt_in, tgt_out = torch.full((len(hyps), t), PAD), torch.full((len(hyps), t), PAD)
+    for i, h in enumerate(hyps):
+        tgt_in[i, : len(h.tokens) + 1] = torch.tensor([BOS, *h.tokens])
+        tgt_out[i, : len(h.tokens) + 1] = torch.tensor([*h.tokens, EOS])
+    forced = forced_log_probs(model, src[rows], lengths[rows], tgt_in, tgt_out, PAD)
+    ended = [i for i, h in enumerate(hyps) if len(h.tokens) < limits[i]]
+    assert ended
+    for i in ended:
+        assert forced[i, : len(hyps[i].tokens) + 1].tolist() == pytest.approx(hyps[i].token_log_probs, abs=1e-4)
