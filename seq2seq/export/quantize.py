@@ -1,0 +1,82 @@
+"""``seq2seq export --int8``: dynamically quantized copies of the exported graphs.
+
+onnxruntime's dynamic quantization (:func:`onnxruntime.quantization.quantize_dynamic`)
+stores the weights of matrix products as int8 and quantizes each product's input on the
+fly (per tensor, from its range), so no calibration data is needed. It has integer kernels
+for MatMul (and LSTM), not for Gemm, GRU or RNN: the TorchScript exporter writes a linear
+map of a 2-D input as Gemm, so those are rewritten as MatMul + Add first; the recurrent
+operators stay float32.
+
+What stays float32, and why: the attention's scores and softmax, and the softmax over the
+vocabulary, are never quantized (they are not matrix products with constant weights). The
+attention's query and key projections and the embeddings (Gather) are excluded too: the
+scores are differences of large products whose rounding moves the attention weights, and
+an embedding lookup costs nothing to begin with, so quantizing them buys no time and costs
+agreement with float32 (the parity test of tests/test_export.py and the bench script
+``scripts/bench/export_bench.py`` measure that agreement).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+# Nodes whose name contains one of these stay float32 (see the module docstring): torch's
+# exporter names a node after the path of the module that computes it.
+KEEP_FLOAT = ("/attention/", "/embedding/")
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite every Gemm with a constant B (and alpha = beta = 1) as MatMul (+ Add of C)."""
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or node.input[1] not in weights or not plain:
+            nodes.append(node)
+            continue
+        b = numpy_helper.to_array(weights[node.input[1]])
+        if attrs.get("transB", 0):
+            name = node.input[1] + "_t"
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b.T), name))
+        else:
+            name = node.input[1]
+        product = node.output[0] + "_matmul" if len(node.input) > 2 else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=node.name + "_matmul"))
+        if len(node.input) > 2:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=node.name + "_add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def quantize(directory: Path, name: str) -> str:
+    """Write ``directory/name`` with int8 weights as ``*.int8.onnx``; returns its file name."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = directory / name
+    target = source.with_suffix(".int8.onnx")
+    prepared = source.with_suffix(".matmul.onnx")
+    model = gemm_to_matmul(onnx.load(str(source)))
+    onnx.save(model, str(prepared))
+    keep = [node.name for node in model.graph.node if any(k in node.name for k in KEEP_FLOAT)]
+    try:
+        quantize_dynamic(
+            str(prepared),
+            str(target),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=keep,
+        )
+    finally:
+        prepared.unlink()
+    log.info("quantized %s -> %s (%d nodes kept float32)", name, target.name, len(keep))
+    return target.name
