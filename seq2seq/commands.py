@@ -222,6 +222,37 @@ def cmd_plot_attention(args: argparse.Namespace) -> None:
     print(f"{args.json} -> {args.output} ({len(att.target)} target x {len(att.source)} source pieces)")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from seq2seq.serve import require_extra
+    from seq2seq.serve.options import API_KEY_VARIABLE, Limits, is_loopback, parse_model_specs
+
+    models = parse_model_specs(args.checkpoint)
+    limits = Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
+    api_key = os.environ.get(API_KEY_VARIABLE) or None
+    require_extra()
+    from seq2seq.api import Translator
+    from seq2seq.serve.app import create_app, run_server
+
+    translators = {
+        model_id: Translator.load(path, device=args.device, threads=args.threads) for model_id, path in models.items()
+    }
+    if not is_loopback(args.host):
+        print(
+            f"seq2seq serve: listening on {args.host}, beyond this machine"
+            + ("" if api_key else f"; anyone who reaches it may use it (set {API_KEY_VARIABLE} to ask for a key)"),
+            file=sys.stderr,
+        )
+    run_server(create_app(translators, limits, api_key), args.host, args.port, limits)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from seq2seq.export.onnx import export_model
+
+    info = export_model(args.checkpoint, args.output, int8=args.int8, opset=args.opset)
+    files = sorted(graph[kind] for graph in info["graphs"].values() for kind in ("file", "int8") if kind in graph)
+    print(f"{args.checkpoint} -> {args.output}: {', '.join(files)}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "translate": cmd_translate,
@@ -229,4 +260,6 @@ COMMANDS = {
     "score": cmd_score,
     "average": cmd_average,
     "plot-attention": cmd_plot_attention,
+    "serve": cmd_serve,
+    "export": cmd_export,
 }

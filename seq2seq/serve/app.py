@@ -1,0 +1,209 @@
+"""The HTTP routes of ``seq2seq serve`` (FastAPI) and the uvicorn server that runs them.
+
+``POST /v1/translate`` queues its sentences in the :class:`~seq2seq.serve.batcher.Batcher`
+and awaits them; ``GET /v1/models``, ``/health``, ``/metrics``, the page at ``/`` and
+FastAPI's ``/docs`` answer from the event loop meanwhile. Every answer other than 200 is
+``{"error": {"code", "message"}}``. With an API key (``SEQ2SEQ_API_KEY``), ``/v1/*`` asks
+for it as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (else 401).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
+
+from seq2seq.errors import Seq2SeqError
+from seq2seq.outputs import Translates
+from seq2seq.serve.batcher import Batcher, Closed, Options, QueueFull
+from seq2seq.serve.metrics import CONTENT_TYPE, Metrics
+from seq2seq.serve.options import Limits
+from seq2seq.serve.schema import (
+    ApiError,
+    ErrorResponse,
+    TranslateRequest,
+    TranslateResponse,
+    parse_request,
+    read_body,
+    response_body,
+)
+
+log = logging.getLogger(__name__)
+
+# The page fetches nothing from elsewhere; the browser is told so too.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"
+)
+ROUTES = {"/", "/health", "/metrics", "/v1/models", "/v1/translate", "/docs", "/openapi.json"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "missing or wrong API key",
+        404: "unknown model id",
+        413: "too many sentences, a sentence too long, or a body too big",
+        422: "not UTF-8, not JSON, a field of the wrong type, an unknown field, or beam_size above the limit",
+        503: "the queue is full, or the server is shutting down",
+        504: "no answer within the per-request timeout",
+    }.items()
+}
+
+
+def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: str | None = None) -> FastAPI:
+    """The application serving ``translators`` (model id -> translator; the first is the
+    default); one batcher thread decodes for all of them."""
+    if not translators:
+        raise ValueError("no model to serve")
+    metrics = Metrics()
+    batcher = Batcher(translators, limits.max_queued, limits.batch_wait_ms, limits.batch_tokens, metrics.count_batch)
+    default_model = next(iter(translators))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        # uvicorn has answered the requests in flight; decode anything left, then stop.
+        await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(
+        title="seq2seq translation server",
+        summary="Recurrent encoder-decoder translation; the sentences of concurrent requests are batched.",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            ApiError(e.status_code, "http_error", str(e.detail)).body(), status_code=e.status_code, headers=e.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse(ApiError(422, "invalid_request", str(e.errors())).body(), status_code=422)
+
+    @app.middleware("http")
+    async def count_and_guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        try:
+            if api_key is not None and path.startswith("/v1/"):
+                _check_key(request, api_key)
+            response = await call_next(request)
+        except ApiError as e:
+            response = await api_error(request, e)
+        metrics.count_request(request.method, path if path in ROUTES else "other", response.status_code)
+        return response
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_page(), headers={"Content-Security-Policy": PAGE_POLICY})
+
+    @app.get("/health", summary="whether the server answers, and its queue")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "queued_sentences": batcher.queued}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="counters in the Prometheus text format")
+    async def prometheus() -> Response:
+        return Response(metrics.render(batcher.queued), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", summary="the models served, their settings, and the server's limits", responses=ERRORS)
+    async def models() -> dict[str, Any]:
+        return {
+            "default": default_model,
+            # Not the checkpoints' paths: where files lie on the server is not the clients' business.
+            "models": [{"id": name, **_public(t.info)} for name, t in translators.items()],
+            "limits": limits.as_dict(),
+        }
+
+    @app.post(
+        "/v1/translate",
+        summary="translate sentences",
+        response_model=TranslateResponse,
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": TranslateRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def translate(request: Request) -> JSONResponse:
+        # The body is read and checked here rather than by FastAPI, so that a body too big,
+        # not UTF-8 or not JSON gets its own clear error.
+        started = time.monotonic()
+        body = await read_body(request.stream(), request.headers.get("content-length"), limits)
+        req = parse_request(body, limits)
+        model = req.model if req.model is not None else default_model
+        if model not in translators:
+            raise ApiError(404, "unknown_model", f"no model {model!r}; this server has: {', '.join(translators)}")
+        options = Options(model, req.beam_size, req.n_best, req.return_attention)
+        try:
+            results = await asyncio.wait_for(batcher.submit(options, req.src), limits.timeout)
+        except QueueFull:
+            raise ApiError(
+                503, "queue_full", f"{batcher.queued} sentences are waiting (limit {limits.max_queued}); retry later"
+            ) from None
+        except Closed:
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+        except asyncio.TimeoutError:
+            raise ApiError(504, "timeout", f"no translation within this server's {limits.timeout:g} s") from None
+        except Seq2SeqError as e:  # e.g. n_best above beam_size
+            raise ApiError(422, "invalid_request", str(e)) from None
+        except Exception:
+            log.exception("translation failed")
+            raise ApiError(500, "internal_error", "the translation failed; the server log says why") from None
+        metrics.count_translation(model, len(req.src), time.monotonic() - started)
+        return JSONResponse(response_body(model, results, req.return_scores, req.return_attention))
+
+    return app
+
+
+def _check_key(request: Request, api_key: str) -> None:
+    given = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+        raise ApiError(
+            401, "unauthorized", "this server needs its API key: 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+        )
+
+
+def _public(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if k != "paths"}
+
+
+def _page() -> str:
+    return resources.files("seq2seq.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def run_server(app: FastAPI, host: str, port: int, limits: Limits) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM; then uvicorn stops accepting, answers the
+    requests in flight (waiting at most the request timeout and a little more), and the
+    lifespan's end drains the batcher."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=int(limits.timeout) + 5,
+        proxy_headers=False,
+    )
+    uvicorn.Server(config).run()
