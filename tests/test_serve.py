@@ -393,8 +393,12 @@ def test_concurrent_requests_equal_unbatched_translation(trained: Path) -> None:
     alone = {beam: [translator.translate([line], beam_size=beam)[0][0] for line in LINES] for beam in (1, 3)}
     requests = [(beam, LINES[i : i + 1 + i % 3]) for beam in (1, 3) for i in range(len(LINES))] * 2
     limits = Limits(batch_wait_ms=100)
-    with serving(limits, default=translator) as server, ThreadPoolExecutor(len(requests)) as pool:
-        answers = list(pool.map(lambda r: server.translate({"src": r[1], "beam_size": r[0]}), requests))
+    with serving(limits, default=translator) as server:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(lambda r: server.translate({"src": r[1], "beam_size": r[0]}), requests))
+        # The translator's own checks reach the client: status 422, naming the setting.
+        status, body = server.translate({"src": LINES[:1], "beam_size": 2, "n_best": 3})
+        assert status == 422 and "n_best" in body["error"]["message"]
     for (beam, src), (status, body) in zip(requests, answers):
         assert status == 200, body
         start = LINES.index(src[0])

@@ -205,5 +205,6 @@ def run_server(app: FastAPI, host: str, port: int, limits: Limits) -> None:
         log_level="info",
         timeout_graceful_shutdown=int(limits.timeout) + 5,
         proxy_headers=False,
+        access_log=False,  # /metrics counts requests; a line per request would cost under load
     )
     uvicorn.Server(config).run()
