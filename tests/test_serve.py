@@ -325,11 +325,15 @@ def test_metrics_parse_and_count() -> None:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(server.translate, [{"src": ["a", "b"]}] * 4))
         server.request("POST", "/v1/translate", b"{")
+        server.request("BREW", "/pot-1")  # invented methods and paths count as "other"
+        server.request("GET", "/pot-2")
         text = server.request("GET", "/metrics")[2].decode()
     samples = parse_metrics(text)
     requests = dict(samples["seq2seq_requests_total"])
     assert requests['{method="POST",path="/v1/translate",status="200"}'] == 4
     assert requests['{method="POST",path="/v1/translate",status="422"}'] == 1
+    assert requests['{method="other",path="other",status="404"}'] == 1
+    assert requests['{method="GET",path="other",status="404"}'] == 1
     assert dict(samples["seq2seq_sentences_total"])['{model="default"}'] == 8
     assert samples["seq2seq_queue_sentences"] == [("", 0.0)]
     for name, count in (("seq2seq_batch_sentences", None), ("seq2seq_request_seconds", 4)):

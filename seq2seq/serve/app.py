@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"
 )
+# Label values of seq2seq_requests_total: anything else counts as "other", so that clients
+# cannot grow the metrics without bound by inventing paths or methods.
 ROUTES = {"/", "/health", "/metrics", "/v1/models", "/v1/translate", "/docs", "/openapi.json"}
+METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
@@ -106,7 +109,8 @@ def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: s
             response = await call_next(request)
         except ApiError as e:
             response = await api_error(request, e)
-        metrics.count_request(request.method, path if path in ROUTES else "other", response.status_code)
+        method = request.method if request.method in METHODS else "other"
+        metrics.count_request(method, path if path in ROUTES else "other", response.status_code)
         return response
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
