@@ -49,6 +49,7 @@ def test_import_seq2seq_does_not_import_torch() -> None:
         "import sys, seq2seq\n"
         "from seq2seq import Translation, PairScore, Seq2SeqError\n"
         "assert 'torch' not in sys.modules, 'import seq2seq imported torch'\n"
+        "assert 'numpy' not in sys.modules, 'seq2seq.outputs imported numpy'\n"
         "from seq2seq import Translator\n"
         "assert 'torch' in sys.modules and Translator.__module__ == 'seq2seq.api'\n"
     )

@@ -31,6 +31,10 @@ FORBIDDEN = {
     "seq2seq.score": ["seq2seq.translate", "seq2seq.train", "seq2seq.cli"],
     "seq2seq.evaluate": ["seq2seq.train", "seq2seq.cli", "seq2seq.models"],
     "seq2seq.train": ["seq2seq.cli", "seq2seq.commands"],
+    # the results of the API and of the exported runtime: the standard library only
+    "seq2seq.outputs": ["seq2seq."],
+    "seq2seq.lines": ["seq2seq.config", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", *ABOVE_MODELS_AND_DATA],
+    "seq2seq.api": ["seq2seq.train", "seq2seq.cli", "seq2seq.commands", "seq2seq.serve"],
 }
 
 
