@@ -77,7 +77,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     ("flags", "needle"),
     [
         (["--beam-size", "2", "--n-best", "3"], "search.n_best: 3 must be in 1..search.beam_size (2)"),
-        (["--workers", "0"], "--workers: 0: must be 1"),
+        (["--workers", "0"], "argument --workers: 0 is outside [1, inf]"),
         (["--batch-size", "0"], "argument --batch-size: 0 is outside [1, inf]"),
         (["--threads", "-1"], "argument --threads: -1 is outside [0, inf]"),
         (["--beam-size", "two"], "argument --beam-size: expected an integer, got 'two'"),
@@ -291,7 +291,7 @@ def test_metrics_file_and_tensorboard_are_closed_when_training_stops(
 ) -> None:
     """Ctrl-C (or any error) inside the loop still closes what the trainer opened."""
     from seq2seq.config import load_config
-    from seq2seq.train import loop
+    from seq2seq.train import loop, run
 
     opened: list[tuple[object, object]] = []
 
@@ -304,7 +304,7 @@ def test_metrics_file_and_tensorboard_are_closed_when_training_stops(
     corpus = write_toy_corpus(tmp_path / "corpus")
     config = load_config(TINY, [f"data.train.path={corpus}/train", f"data.dev.path={corpus}/dev"])
     with pytest.raises(KeyboardInterrupt):
-        loop.train(config, tmp_path / "run")
+        run.train(config, tmp_path / "run")
     ((metrics, writer),) = opened
     assert metrics is not None and metrics.closed  # type: ignore[attr-defined]
     if writer is not None:  # tensorboard installed: its event files are flushed and closed

@@ -19,8 +19,8 @@ from seq2seq.errors import DeviceError
 from seq2seq.models import build_model
 from seq2seq.runtime import autocast, check_precision, pick_device, resolve_precision
 from seq2seq.train import loop
-from seq2seq.train.loop import batch_loss
 from seq2seq.train.schedule import Schedule
+from seq2seq.train.validation import batch_loss
 
 
 def test_warmup_then_constant() -> None:

@@ -50,11 +50,15 @@ class World:
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is True on one (e.g. a rank's clock ran out)."""
+        return self.any_each([flag])[0]
+
+    def any_each(self, flags: list[bool]) -> list[bool]:
+        """:meth:`any` of several flags in one all-reduce."""
         if self.size == 1:
-            return flag
-        t = torch.tensor([int(flag)])
+            return flags
+        t = torch.tensor([int(flag) for flag in flags])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return [bool(v) for v in t.tolist()]
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over the ranks."""
