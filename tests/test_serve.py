@@ -370,6 +370,24 @@ def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> No
     assert main(["serve", "--checkpoint", "nowhere.pt", "--max-beam", "0"]) == 2  # checked before loading
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--port", "70000"], "--port"),
+        (["--timeout", "nan"], "--timeout"),
+        (["--max-sentences", "100", "--max-queued", "50"], "--max-queued 50 is below --max-sentences 100"),
+        (["--checkpoint", "b.pt"], "the model id 'default' is given twice"),
+    ],
+)
+def test_serve_flags_are_checked_before_any_checkpoint_loads(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seq2seq.cli import main
+
+    assert main(["serve", "--checkpoint", "missing.pt", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
 # --- a tiny trained model -------------------------------------------------------------------
 
 
