@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Scripted:
     """A translator that reverses words. ``hold`` (when set) keeps each batch waiting until
-    released; a line "FAIL" raises DataError, as a real translator does for a bad line; every
+    released; a line "FAIL" raises DataError, as a real translator does for a bad line, and
+    "BUG" a RuntimeError, as a bug would; every
     call's line count is kept in ``calls``."""
 
     def __init__(self, name: str = "scripted") -> None:
@@ -62,6 +63,8 @@ class Scripted:
             raise ConfigError(f"n_best {n} is above beam_size {beam}")
         if "FAIL" in lines:
             raise DataError(f"line {lines.index('FAIL') + 1}: scripted failure")
+        if "BUG" in lines:
+            raise RuntimeError("a scripted bug")
         self.calls.append(len(lines))
         return [[self._hypothesis(line, k, return_attention) for k in range(n)] for line in lines]
 
@@ -208,6 +211,7 @@ BAD_REQUESTS = [
     (b'{"src": ["a"], "beam_size": 17}', 422, "beam_too_large", "limit of 16"),
     (b'{"src": ["a"], "beam_size": 2, "n_best": 3}', 422, "invalid_request", "n_best 3 is above beam_size 2"),
     (b'{"src": ["FAIL"]}', 422, "invalid_request", "scripted failure"),
+    (b'{"src": ["BUG"]}', 500, "internal_error", "the server log says why"),
     (b'{"model": "nope", "src": ["a"]}', 404, "unknown_model", "no model 'nope'; this server has: default"),
     (json.dumps({"src": ["a"] * 65}).encode(), 413, "too_many_sentences", "at most 64"),
     (json.dumps({"src": ["a" * 2001]}).encode(), 413, "sentence_too_long", "src[0] has 2001 characters"),

@@ -61,100 +61,43 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: str | None = None) -> FastAPI:
-    """The application serving ``translators`` (model id -> translator; the first is the
-    default); one batcher thread decodes for all of them."""
-    if not translators:
-        raise ValueError("no model to serve")
-    metrics = Metrics()
-    batcher = Batcher(translators, limits.max_queued, limits.batch_wait_ms, limits.batch_tokens, metrics.count_batch)
-    default_model = next(iter(translators))
+class Service:
+    """What the routes answer with: the translators, the limits, the batcher and the counters."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
-        yield
-        # uvicorn has answered the requests in flight; decode anything left, then stop.
-        await asyncio.to_thread(batcher.close)
-
-    app = FastAPI(
-        title="seq2seq translation server",
-        summary="Recurrent encoder-decoder translation; the sentences of concurrent requests are batched.",
-        lifespan=lifespan,
-    )
-    app.state.batcher = batcher
-    app.state.metrics = metrics
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return JSONResponse(e.body(), status_code=e.status, headers=headers)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            ApiError(e.status_code, "http_error", str(e.detail)).body(), status_code=e.status_code, headers=e.headers
+    def __init__(self, translators: Mapping[str, Translates], limits: Limits) -> None:
+        if not translators:
+            raise ValueError("no model to serve")
+        self.translators, self.limits = translators, limits
+        self.default_model = next(iter(translators))
+        self.metrics = Metrics()
+        self.batcher = Batcher(
+            translators, limits.max_queued, limits.batch_wait_ms, limits.batch_tokens, self.metrics.count_batch
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
-        return JSONResponse(ApiError(422, "invalid_request", str(e.errors())).body(), status_code=422)
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "queued_sentences": self.batcher.queued}
 
-    @app.middleware("http")
-    async def count_and_guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        try:
-            if api_key is not None and path.startswith("/v1/"):
-                _check_key(request, api_key)
-            response = await call_next(request)
-        except ApiError as e:
-            response = await api_error(request, e)
-        method = request.method if request.method in METHODS else "other"
-        metrics.count_request(method, path if path in ROUTES else "other", response.status_code)
-        return response
+    async def prometheus(self) -> Response:
+        return Response(self.metrics.render(self.batcher.queued), media_type=CONTENT_TYPE)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse(_page(), headers={"Content-Security-Policy": PAGE_POLICY})
-
-    @app.get("/health", summary="whether the server answers, and its queue")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "queued_sentences": batcher.queued}
-
-    @app.get("/metrics", response_class=PlainTextResponse, summary="counters in the Prometheus text format")
-    async def prometheus() -> Response:
-        return Response(metrics.render(batcher.queued), media_type=CONTENT_TYPE)
-
-    @app.get("/v1/models", summary="the models served, their settings, and the server's limits", responses=ERRORS)
-    async def models() -> dict[str, Any]:
+    async def models(self) -> dict[str, Any]:
         return {
-            "default": default_model,
+            "default": self.default_model,
             # Not the checkpoints' paths: where files lie on the server is not the clients' business.
-            "models": [{"id": name, **_public(t.info)} for name, t in translators.items()],
-            "limits": limits.as_dict(),
+            "models": [{"id": name, **_public(t.info)} for name, t in self.translators.items()],
+            "limits": self.limits.as_dict(),
         }
 
-    @app.post(
-        "/v1/translate",
-        summary="translate sentences",
-        response_model=TranslateResponse,
-        responses=ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": TranslateRequest.model_json_schema()}},
-            }
-        },
-    )
-    async def translate(request: Request) -> JSONResponse:
+    async def translate(self, request: Request) -> JSONResponse:
         # The body is read and checked here rather than by FastAPI, so that a body too big,
         # not UTF-8 or not JSON gets its own clear error.
         started = time.monotonic()
+        limits, batcher = self.limits, self.batcher
         body = await read_body(request.stream(), request.headers.get("content-length"), limits)
         req = parse_request(body, limits)
-        model = req.model if req.model is not None else default_model
-        if model not in translators:
-            raise ApiError(404, "unknown_model", f"no model {model!r}; this server has: {', '.join(translators)}")
+        model = req.model if req.model is not None else self.default_model
+        if model not in self.translators:
+            raise ApiError(404, "unknown_model", f"no model {model!r}; this server has: {', '.join(self.translators)}")
         options = Options(model, req.beam_size, req.n_best, req.return_attention)
         try:
             results = await asyncio.wait_for(batcher.submit(options, req.src), limits.timeout)
@@ -171,10 +114,92 @@ def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: s
         except Exception:
             log.exception("translation failed")
             raise ApiError(500, "internal_error", "the translation failed; the server log says why") from None
-        metrics.count_translation(model, len(req.src), time.monotonic() - started)
+        self.metrics.count_translation(model, len(req.src), time.monotonic() - started)
         return JSONResponse(response_body(model, results, req.return_scores, req.return_attention))
 
+
+def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: str | None = None) -> FastAPI:
+    """The application serving ``translators`` (model id -> translator; the first is the
+    default); one batcher thread decodes for all of them."""
+    service = Service(translators, limits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.batcher.start()
+        yield
+        # uvicorn has answered the requests in flight; decode anything left, then stop.
+        await asyncio.to_thread(service.batcher.close)
+
+    app = FastAPI(
+        title="seq2seq translation server",
+        summary="Recurrent encoder-decoder translation; the sentences of concurrent requests are batched.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    _add_error_handlers(app)
+
+    @app.middleware("http")
+    async def count_and_guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        try:
+            if api_key is not None and path.startswith("/v1/"):
+                _check_key(request, api_key)
+            response = await call_next(request)
+        except ApiError as e:
+            response = _error_response(e)
+        method = request.method if request.method in METHODS else "other"
+        service.metrics.count_request(method, path if path in ROUTES else "other", response.status_code)
+        return response
+
+    app.get("/", response_class=HTMLResponse, include_in_schema=False)(page)
+    app.get("/health", summary="whether the server answers, and its queue")(service.health)
+    app.get("/metrics", response_class=PlainTextResponse, summary="counters in the Prometheus text format")(
+        service.prometheus
+    )
+    app.get("/v1/models", summary="the models served, their settings, and the server's limits", responses=ERRORS)(
+        service.models
+    )
+    request_schema = {"application/json": {"schema": TranslateRequest.model_json_schema()}}
+    app.post(
+        "/v1/translate",
+        summary="translate sentences",
+        response_model=TranslateResponse,
+        responses=ERRORS,
+        openapi_extra={"requestBody": {"required": True, "content": request_schema}},
+    )(service.translate)
     return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every answer other than 200 in one shape, ``{"error": {"code", "message"}}``."""
+
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return _error_response(e)
+
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return _error_response(ApiError(e.status_code, "http_error", str(e.detail)), e.headers)
+
+    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        return _error_response(ApiError(422, "invalid_request", str(e.errors())))
+
+    async def bug(request: Request, e: Exception) -> JSONResponse:
+        return _error_response(ApiError(500, "internal_error", "the server failed; its log says why"))
+
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, bug)
+
+
+def _error_response(e: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    if e.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+async def page() -> HTMLResponse:
+    """The web page (static/index.html)."""
+    return HTMLResponse(_page(), headers={"Content-Security-Policy": PAGE_POLICY})
 
 
 def _check_key(request: Request, api_key: str) -> None:
