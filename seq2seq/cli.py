@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
     p = sub.add_parser("translate", help="translate lines of raw text")
-    _add_search_args(p)
+    _add_search_args(p, exported=True)
+    p.add_argument("--int8", action="store_true", help="with --model: the int8 graphs of `seq2seq export --int8`")
     p.add_argument("--input", help="source text, one sentence per line (default: stdin)")
     p.add_argument("--output", help="translations (default: stdout); written atomically")
     p.add_argument(
@@ -178,13 +179,19 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES)
 
 
-def _add_search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _add_search_args(p: argparse.ArgumentParser, exported: bool = False) -> None:
+    """The model and search flags; ``exported``: also ``--model DIR``, instead of --checkpoint."""
+    where: Any = p.add_mutually_exclusive_group(required=True) if exported else p
+    where.add_argument(
         "--checkpoint",
-        required=True,
+        required=not exported,
         nargs="+",
         help="a checkpoint written by `seq2seq train`; several make an ensemble (search settings from the first)",
     )
+    if exported:
+        where.add_argument(
+            "--model", metavar="DIR", help="instead: an export directory of `seq2seq export`, run without torch"
+        )
     helps = {
         "beam_size": "1 for greedy search",
         "n_best": "hypotheses per sentence; translate then writes 'i ||| text ||| score' lines",

@@ -18,6 +18,7 @@ from seq2seq.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # torch and the checkpoint module load only when a command needs them
     from seq2seq.api import Translator
+    from seq2seq.export.runtime import ExportedTranslator
     from seq2seq.outputs import Translation
     from seq2seq.train.interrupt import Interrupted
 
@@ -59,6 +60,17 @@ def _open_translator(args: argparse.Namespace, paths: list[str], **fixed: Any) -
     return Translator.open(paths, options)
 
 
+def _open_exported(args: argparse.Namespace) -> ExportedTranslator:
+    """``translate --model DIR``: an export directory of ``seq2seq export`` in the torch-free
+    runtime, its search settings overridden by the search flags given; ``--int8``: its int8 graphs."""
+    from seq2seq.export.runtime import load_exported
+
+    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name, None) is not None}
+    given["precision"] = "int8" if args.int8 else given.get("precision")
+    options = dict(device=args.device, threads=args.threads, workers=args.workers)
+    return load_exported(args.model, **options, **given)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; after SIGINT or SIGTERM, say how to resume and return 130 or 143."""
     from seq2seq.train.interrupt import Interrupted
@@ -98,15 +110,20 @@ def cmd_translate(args: argparse.Namespace) -> None:
         check_writable(args.output, "--output")
     if args.attention_dir:
         check_writable_dir(args.attention_dir, "--attention-dir")
+    if args.int8 and not args.model:
+        raise ConfigError("--int8 runs the int8 graphs of an export directory: it goes with --model DIR")
     with open_input(args.input) as source:
-        translator = _open_translator(args, args.checkpoint)
+        translator = _open_translator(args, args.checkpoint) if args.checkpoint else _open_exported(args)
         if args.attention_dir and not translator.attends:
-            raise ConfigError(f"--attention-dir: {args.checkpoint[0]} has a decoder without attention (type context)")
+            model = args.checkpoint[0] if args.checkpoint else args.model
+            raise ConfigError(f"--attention-dir: {model} has a decoder without attention (type context)")
         lines = decoded_lines(source, args.input or "<stdin>")
         _translate(args, translator, lines, chunk_lines=1 if source.isatty() else 10_000)  # a terminal: line by line
 
 
-def _translate(args: argparse.Namespace, translator: Translator, lines: Iterator[str], chunk_lines: int) -> None:
+def _translate(
+    args: argparse.Namespace, translator: Translator | ExportedTranslator, lines: Iterator[str], chunk_lines: int
+) -> None:
     n_best = translator.search.n_best
     with atomic_output(args.output) as out:
         outputs = translator.translate_iter(lines, return_attention=bool(args.attention_dir), chunk_lines=chunk_lines)

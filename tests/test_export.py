@@ -23,7 +23,7 @@ from seq2seq.cli import main
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig, SearchConfig
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab, train_sentencepiece
-from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.errors import CheckpointError, ConfigError, MissingExtraError
 from seq2seq.export.onnx import export_model
 from seq2seq.export.runtime import ExportedTranslator
 from seq2seq.models import build_model
@@ -285,3 +285,35 @@ def test_damaged_export_directory(exported: tuple[Path, Path], tmp_path: Path, d
     spoil(directory)
     with pytest.raises(CheckpointError, match=re.escape(message)):
         ExportedTranslator.load(directory)
+
+
+@pytest.mark.parametrize("exported", ["bahdanau"], indirect=True)
+def test_translate_model_flag_equals_checkpoint(
+    exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`seq2seq translate --model DIR` writes what `--checkpoint` writes, byte for byte."""
+    checkpoint, directory = exported
+    source = tmp_path / "in.txt"
+    source.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
+    for flags in (["--beam-size", "1"], ["--beam-size", "3", "--n-best", "2"]):
+        outputs = []
+        for model in (["--checkpoint", str(checkpoint), "--kernels", "false"], ["--model", str(directory)]):
+            out = tmp_path / "out.txt"
+            assert main(["translate", *model, "--input", str(source), "--output", str(out), *flags]) == 0
+            outputs.append(out.read_bytes())
+        assert outputs[0] == outputs[1] and outputs[0].count(b"\n") >= len(LINES)
+    capsys.readouterr()
+    both = ["--checkpoint", str(checkpoint), "--model", str(directory)]
+    assert main(["translate", *both, "--input", str(source)]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["translate", "--checkpoint", str(checkpoint), "--int8", "--input", str(source)]) == 2
+    assert "--int8" in capsys.readouterr().err
+    assert main(["translate", "--model", str(directory), "--int8", "--input", str(source)]) == 2
+    assert "no int8 graphs; export with --int8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exported", ["context"], indirect=True)
+def test_missing_onnxruntime_names_the_extra(exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(MissingExtraError, match=re.escape("seq2seq-rnn[onnx]")):
+        ExportedTranslator.load(exported[1])
