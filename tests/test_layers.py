@@ -35,6 +35,9 @@ FORBIDDEN = {
     "seq2seq.outputs": ["seq2seq."],
     "seq2seq.lines": ["seq2seq.config", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", *ABOVE_MODELS_AND_DATA],
     "seq2seq.api": ["seq2seq.train", "seq2seq.cli", "seq2seq.commands", "seq2seq.serve"],
+    # front ends over the API: they never reach into training or the command line
+    "seq2seq.serve": ["seq2seq.train", "seq2seq.cli", "seq2seq.commands", "seq2seq.export"],
+    "seq2seq.export": ["seq2seq.train", "seq2seq.cli", "seq2seq.commands", "seq2seq.serve", "seq2seq.api"],
 }
 
 
