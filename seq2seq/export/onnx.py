@@ -41,14 +41,13 @@ from torch import Tensor, nn
 from seq2seq.checkpoint import Loaded, load_checkpoint
 from seq2seq.config import config_to_dict
 from seq2seq.errors import CheckpointError, ConfigError, MissingExtraError
+from seq2seq.export.directory import FORMAT, FORMAT_VERSION
 from seq2seq.export.recurrent import exportable
 from seq2seq.models.encoder import Encoded
 from seq2seq.models.seq2seq import Seq2Seq
 
 log = logging.getLogger(__name__)
 
-FORMAT = "seq2seq-onnx"
-FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 # ONNX has recurrent operators (RNN, GRU, LSTM with peepholes) for these cells; lstmp's output
 # projection and the layer-normalised cells have none, and their step loop would unroll to

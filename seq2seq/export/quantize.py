@@ -7,13 +7,13 @@ for MatMul (and LSTM), not for Gemm, GRU or RNN: the TorchScript exporter writes
 map of a 2-D input as Gemm, so those are rewritten as MatMul + Add first; the recurrent
 operators stay float32.
 
-What stays float32, and why: the attention's scores and softmax, and the softmax over the
-vocabulary, are never quantized (they are not matrix products with constant weights). The
-attention's query and key projections and the embeddings (Gather) are excluded too: the
-scores are differences of large products whose rounding moves the attention weights, and
-an embedding lookup costs nothing to begin with, so quantizing them buys no time and costs
-agreement with float32 (the parity test of tests/test_export.py and the bench script
-``scripts/bench/export_bench.py`` measure that agreement).
+What stays float32, and why: the recurrent operators (no integer kernels), the attention
+(its key and query projections, its scores and softmax) and the softmax over the vocabulary.
+Attention scores are differences between products of large vectors, so rounding their
+inputs moves the weights and with them the context of every later step, while those
+projections are a small part of a step's cost; the output layers and the vocabulary
+projection, which are most of it, are quantized. Embeddings are lookups (Gather), left as
+they are. ``scripts/bench/export_bench.py`` measures what int8 keeps of the float32 output.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from onnx import helper, numpy_helper
 log = logging.getLogger(__name__)
 
 # Nodes whose name contains one of these stay float32 (see the module docstring): torch's
-# exporter names a node after the path of the module that computes it.
-KEEP_FLOAT = ("/attention/", "/embedding/")
+# exporter names a node after the path of the module that computes it; the encoder graph's
+# attention keys are computed outside the attention's forward, hence "/key/".
+KEEP_FLOAT = ("/attention/", "/key/")
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -68,6 +69,11 @@ def quantize(directory: Path, name: str) -> str:
     model = gemm_to_matmul(onnx.load(str(source)))
     onnx.save(model, str(prepared))
     keep = [node.name for node in model.graph.node if any(k in node.name for k in KEEP_FLOAT)]
+    root = logging.getLogger()
+    level = root.level
+    # quantize_dynamic advises its pre-processing (shape inference, graph optimisation) on the
+    # root logger at every call; onnxruntime optimises each graph when it loads it anyway.
+    root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(
             str(prepared),
@@ -77,6 +83,7 @@ def quantize(directory: Path, name: str) -> str:
             nodes_to_exclude=keep,
         )
     finally:
+        root.setLevel(level)
         prepared.unlink()
     log.info("quantized %s -> %s (%d nodes kept float32)", name, target.name, len(keep))
     return target.name
