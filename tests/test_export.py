@@ -317,3 +317,17 @@ def test_missing_onnxruntime_names_the_extra(exported: tuple[Path, Path], monkey
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     with pytest.raises(MissingExtraError, match=re.escape("seq2seq-rnn[onnx]")):
         ExportedTranslator.load(exported[1])
+
+
+@pytest.mark.parametrize("exported", ["luong"], indirect=True)
+def test_the_guide_example_runs_without_torch(exported: tuple[Path, Path]) -> None:
+    """The Python block of the guide's export section, on a tiny export, in a fresh
+    interpreter that never imports torch."""
+    guide = (ROOT / "docs/guide.md").read_text(encoding="utf-8")
+    section = guide.split("## Exporting to ONNX", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = block.replace("runs/quickstart/onnx", str(exported[1]))
+    code += "import sys\nassert 'torch' not in sys.modules\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
