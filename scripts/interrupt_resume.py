@@ -11,7 +11,8 @@ the weights of a run that was never interrupted, bit for bit (on the CPU).
    ``--max-delay`` seconds after that step's record appears in metrics.jsonl, so that the signal
    lands anywhere in an update, a validation or a save. After each, the run must exit with
    128 + the signal's number (130, 143) and a message that says how to resume; it is then
-   resumed with ``--resume``, and once more at the end to finish.
+   resumed with ``--resume``, and once more at the end to finish. ("in validation": the signal
+   cut a validation short, which the resumed run does again first.)
 3. The weights of last.pt and best.pt of both runs are compared tensor by tensor, and every
    line of both metrics.jsonl files must be strict JSON.
 
@@ -126,20 +127,21 @@ def interrupt(
     expected = 128 + int(sig)
     message = err.strip().splitlines()[-1] if err.strip() else ""
     said = "resume with: seq2seq train" in message and "--resume" in message
-    saved = progress(run_dir)["step"] if (run_dir / "last.pt").exists() else "-"
+    state = progress(run_dir) if (run_dir / "last.pt").exists() else {"step": "-", "validation_due": False}
     return {
         "signal": sig.name,
         "after step": target,
         "delay s": f"{delay:.3f}",
         "exit": proc.returncode,
-        "saved step": saved,
+        "saved step": state["step"],
+        "in validation": "yes" if state.get("validation_due") else "",
         "message": "resume command" if said else repr(message[-80:]),
         "ok": proc.returncode == expected and said,
     }
 
 
 def table_row(row: dict[str, Any]) -> str:
-    keys = ["#", "signal", "after step", "delay s", "exit", "saved step", "message", "ok"]
+    keys = ["#", "signal", "after step", "delay s", "exit", "saved step", "in validation", "message", "ok"]
     header = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n" if row["#"] == 1 else ""
     return header + "| " + " | ".join(str(row[k]) for k in keys) + " |"
 

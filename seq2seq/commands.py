@@ -100,7 +100,8 @@ def _interrupted(e: Interrupted, args: argparse.Namespace, run_dir: str) -> str:
         what = f"at once, unsaved; {last} holds the last save"
     else:
         return f"interrupted by {e.name} before the first checkpoint; start it again with: {shlex.join(command)}"
-    return f"interrupted by {e.name} {what}; resume with: {shlex.join([*command, '--resume'])}"
+    launcher = " (through torchrun, as before)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    return f"interrupted by {e.name} {what}; resume with{launcher}: {shlex.join([*command, '--resume'])}"
 
 
 def cmd_translate(args: argparse.Namespace) -> None:

@@ -177,3 +177,26 @@ def test_nan_weights_are_never_saved(
     assert not list(run.glob("*.pt"))  # the validations at steps 10 and 12 saved nothing
     assert [r["dev_loss"] for r in strict_records(run) if "dev_loss" in r] == ["nan", "nan"]
     assert max(r.get("skipped_updates", 0) for r in strict_records(run)) == 9  # steps 4 to 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("minutes", "saved_at"), [(1e-9, [1, 2, 3, 4]), (0.0, [4])])
+def test_save_minutes_writes_last_pt_on_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: float, saved_at: list[int]
+) -> None:
+    """A clock of a few microseconds writes last.pt after every update (what SIGKILL may lose);
+    0 leaves it to the end of the run (validate_every and save_every out of the way)."""
+    saves: list[int] = []
+    save = loop.Trainer.save
+
+    def counted(self: loop.Trainer, name: str, with_state: bool = True) -> None:
+        if name == "last.pt":
+            saves.append(self.progress.step)
+        save(self, name, with_state)
+
+    monkeypatch.setattr(loop.Trainer, "save", counted)
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    sets = {"max_steps": 4, "validate_every": 1000, "save_every": 0, "save_minutes": minutes}
+    flags = [x for key, value in sets.items() for x in ("--set", f"training.{key}={value}")]
+    assert main(["train", TINY, "--run-dir", str(tmp_path / "run"), *data_overrides(corpus), *flags]) == 0
+    assert sorted(set(saves)) == saved_at
