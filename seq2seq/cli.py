@@ -11,6 +11,7 @@ can fix; 130: Ctrl-C; 1: a bug), with the traceback only under ``--debug`` or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -163,9 +164,13 @@ def _parsed(name: str, check: Callable[[Any], Any]) -> Callable[[str], Any]:
 
 
 def _directory(text: str) -> str:
-    """An argparse ``type`` for a directory to write into: refused at once if it is a file."""
-    if Path(text).exists() and not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory; choose another path")
+    """An argparse ``type`` for a directory to write into (made if missing): refused at once
+    if it, or the nearest of its parents that exists, is a file."""
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f"{text}: "
+        raise argparse.ArgumentTypeError(f"{where}{existing} is a file, not a directory; choose another path")
     return text
 
 
@@ -233,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"seq2seq {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader went away (`| head`): stop quietly, as other tools do
+        _silence_stdout()
+        return 128 + 13  # as if killed by SIGPIPE
     except Exception as e:
         if debug:
             traceback.print_exc()
@@ -248,6 +256,8 @@ def _failure(error: Exception, debug: bool) -> tuple[int, str]:
         code, message = error.exit_code, str(error)
     elif isinstance(error, UnicodeDecodeError):  # streamed input (stdin or --input) that is not UTF-8
         code, message = 2, f"input is not valid UTF-8 ({error.reason}); convert it, e.g. with iconv"
+    elif _out_of_memory(error):
+        code, message = 2, OUT_OF_MEMORY
     elif isinstance(error, OSError):  # a file the command could not read or write
         where = f"{error.filename}: " if error.filename else ""
         code, message = 2, f"{where}{error.strerror or error}"
@@ -255,3 +265,23 @@ def _failure(error: Exception, debug: bool) -> tuple[int, str]:
         hint = "" if debug else "; run with --debug for the traceback"
         code, message = 1, f"unexpected {type(error).__name__}: {error}{hint}"
     return code, " ".join(message.split("\n"))
+
+
+OUT_OF_MEMORY = (
+    "out of memory: the model or a batch does not fit; make them smaller (model sizes, data.batch_tokens, "
+    "--batch-size), use fewer --workers or a device with more memory"
+)
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """Whether ``error`` is an allocation that failed (torch's allocators raise RuntimeError)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a file descriptor (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

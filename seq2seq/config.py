@@ -460,6 +460,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); convert the config to UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(raw, dict):

@@ -229,7 +229,7 @@ def _load(path: Path) -> Vocab:
     try:
         return Vocab(path.read_bytes())
     except (RuntimeError, ValueError) as e:
-        raise DataError(f"{path}: not a usable SentencePiece model ({e}); delete it to retrain") from e
+        raise DataError(f"{path}: {e}; delete it to train it again") from e
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
