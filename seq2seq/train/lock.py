@@ -10,11 +10,14 @@ shared between machines: it stops a second ``seq2seq train``, not every writer.)
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 from pathlib import Path
 
 from seq2seq.errors import RunDirError
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
@@ -43,6 +46,8 @@ class RunLock:
                 f"{self.path.parent}: another training ({who}) is using this run directory; "
                 "wait for it to end or stop it, or choose another --run-dir"
             ) from None
+        except OSError as e:  # a file system without locks (some network ones): go on unguarded
+            log.warning("%s: cannot lock (%s); nothing stops a second training in this directory", self.path, e)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
