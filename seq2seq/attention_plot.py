@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seq2seq.atomic import atomic_open
-from seq2seq.errors import DataError, MissingExtraError
+from seq2seq.errors import DataError, MissingExtraError, output_error
 
 INCHES_PER_PIECE = 0.3  # room for one rotated or horizontal label at the default font size
 
@@ -103,7 +103,10 @@ def plot_attention(att: Attention, output: Path, dpi: int = 150, title: str | No
     fig.suptitle(title or (f"line {att.line}" if att.line is not None else ""), y=0.02, va="bottom", fontsize="small")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(output, e) from e
     with atomic_open(output) as f:
         # mkstemp makes the file owner-only; give the PNG the permissions a plain open() would.
         umask = os.umask(0)

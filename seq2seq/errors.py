@@ -65,6 +65,7 @@ _WRITE_HINTS = {
     errno.EPERM: "permission denied: write elsewhere or change the permissions",
     errno.ENOENT: "its directory does not exist: create it first",
     errno.ENOTDIR: "a part of its directory is a file, not a directory",
+    errno.EEXIST: "a part of its directory is a file, not a directory",  # from mkdir(exist_ok=True)
     errno.EISDIR: "it is a directory: give a file name",
 }
 

@@ -111,6 +111,13 @@ def both(*setups: Setup) -> Setup:
     return setup
 
 
+def needs(module: str) -> Setup:
+    def setup(tmp: Path, env: Env, mp: pytest.MonkeyPatch) -> None:
+        pytest.importorskip(module)
+
+    return setup
+
+
 def gz_corpus(damage: str) -> Setup:
     """``tmp/bad.{src,tgt}``: the source side gzip-compressed, then damaged."""
 
@@ -712,6 +719,26 @@ TEXT_INPUTS = [
         "more than search.max_source_length (2)",
         edited_checkpoint(lambda p: p["config"]["search"].update(max_source_length=2, long_source="refuse")),
         outputs=("{tmp}/out.txt",),
+    ),
+    Case(
+        "plot output under a file",
+        "plot-attention {tmp}/att.json --output {ckpt}/a.png",
+        2,
+        "a.png: cannot write: a part of its directory is a file",
+        both(needs("matplotlib"), attention_json(GOOD_ATTENTION)),
+    ),
+    Case(
+        "plot output a directory",
+        "plot-attention {tmp}/att.json --output {tmp}",
+        2,
+        "cannot write: it is a directory: give a file name",
+        both(needs("matplotlib"), attention_json(GOOD_ATTENTION)),
+    ),
+    Case(
+        "average output under a file",
+        "average {ckpt} {ckpt} --output {ckpt}/avg.pt",
+        2,
+        "avg.pt: cannot write: a part of its directory is a file",
     ),
     Case("plot json missing", "plot-attention {tmp}/att.json --output {tmp}/a.png", 2, "att.json: cannot read"),
     Case(
