@@ -4,6 +4,7 @@ cells, damaged export directories and the runtime's imports."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -46,7 +47,7 @@ SMALL = {"embedding_dim": 8, "hidden_size": 8}
 DECODERS: dict[str, dict[str, Any]] = {
     "context": {"type": "context"},
     "bahdanau": {"type": "bahdanau", "attention": "mlp"},
-    "luong": {"type": "luong", "attention": "general", "input_feeding": True},
+    "luong": {"type": "luong", "attention": "general", "input_feeding": True, "tie_embeddings": True},
     "luong_no_feeding": {"type": "luong", "attention": "dot", "input_feeding": False, "hidden_size": 16},
 }
 
@@ -224,7 +225,10 @@ def test_translations_and_scores_match_the_api(exported: tuple[Path, Path]) -> N
         assert g.tokens == e.tokens and len(g.token_log_probs) == len(e.token_log_probs)
         assert g.log_prob == pytest.approx(e.log_prob, abs=1e-4)
     assert onnx_side.source_lengths(LINES) == torch_side.source_lengths(LINES)
-    assert onnx_side.info["decoder"] == torch_side.info["decoder"]
+    same = {"src_lang", "tgt_lang", "decoder", "attention", "encoder_cell", "decoder_cell", "parameters", "vocab_sizes"}
+    assert {k: onnx_side.info[k] for k in same} == {k: torch_side.info[k] for k in same}
+    assert set(torch_side.info) <= set(onnx_side.info)
+    json.dumps(onnx_side.info)
 
 
 def test_int8_graphs_load_and_translate(tmp_path: Path, vocab: Vocab, capsys: pytest.CaptureFixture[str]) -> None:
@@ -331,3 +335,21 @@ def test_the_guide_example_runs_without_torch(exported: tuple[Path, Path]) -> No
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_runtime_modules_import_no_torch_statically() -> None:
+    """The runtime's modules, and the package __init__ files above them, import only numpy,
+    onnxruntime, sentencepiece, the standard library and the torch-free seq2seq modules."""
+    allowed_seq2seq = {"seq2seq.errors", "seq2seq.config", "seq2seq.outputs", "seq2seq.export.search"}
+    allowed_seq2seq |= {"seq2seq.export.directory"}
+    for name in ("runtime", "search", "directory", "__init__"):
+        path = ROOT / "seq2seq" / "export" / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            modules += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for module in modules:
+                top = module.split(".")[0]
+                if top == "seq2seq":
+                    assert module in allowed_seq2seq, f"{path.name} imports {module}"
+                else:
+                    assert top in {"numpy", "onnxruntime", "sentencepiece"} | sys.stdlib_module_names, module

@@ -9,14 +9,16 @@ with torch, on one checkpoint: agreement and BLEU, speed, and installed size.
    ``model.json``).
 2. Agreement and BLEU: translates the source (default: the checkpoint config's test split,
    e.g. Multi30k test_2016_flickr) with greedy search and beam 5, by torch in float32
-   (``--precision fp32``) and by the exported runtime in float32 and int8, and prints the
+   (``--precision fp32``) and by the exported runtime in float32 and int8 (and int8 with the
+   attention quantized too, which ``seq2seq export --int8`` keeps in float32), and prints the
    share of lines identical to torch's float32 output and each BLEU (sacreBLEU, as seq2seq
    evaluate) with its difference to torch's.
 3. Speed: process wall time (``python -m seq2seq translate``, model loading included) for the
    first ``--lines`` source lines with beam 5, each configuration once per round, rounds
    interleaved: torch fp32; torch ``--precision bf16 --workers 2 --shortlist 10`` (with a
    shortlist table); runtime fp32; runtime int8. Prints the median and each run.
-4. Size: the installed size of onnxruntime + numpy + sentencepiece and of torch, each with
+4. Size: the installed size of onnxruntime + numpy + sentencepiece (+ pyyaml, which
+   seq2seq.config needs) and of torch, each with
    the packages they require (from the installed distributions' metadata), and the time of
    ``import`` of each in a fresh interpreter.
 
@@ -26,7 +28,9 @@ Every command it runs is printed first, so any figure can be reproduced alone.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +42,11 @@ from pathlib import Path
 from seq2seq.checkpoint import read_checkpoint
 from seq2seq.data.sources import load_corpus
 from seq2seq.evaluate import score_corpus
+from seq2seq.export.quantize import quantize
 
-RUNTIME = ["onnxruntime", "numpy", "sentencepiece"]
+# What seq2seq.export.runtime imports beside the standard library (pyyaml: seq2seq.config).
+RUNTIME = ["onnxruntime", "numpy", "sentencepiece", "yaml"]
+DISTRIBUTIONS = {"yaml": "pyyaml"}  # import name -> distribution name, where they differ
 TORCH = ["torch"]
 
 
@@ -78,6 +85,7 @@ def quality(args: argparse.Namespace, work: Path, export: Path, source: Path, re
         "torch fp32": (["--checkpoint", args.checkpoint], ["--precision", "fp32"]),
         "onnx fp32": (["--model", str(export)], []),
         "onnx int8": (["--model", str(export)], ["--int8"]),
+        "onnx int8, attention int8 too": (["--model", str(all_int8(export, work))], ["--int8"]),
     }
     rows: list[tuple[str, ...]] = []
     for beam in (1, 5):
@@ -93,6 +101,18 @@ def quality(args: argparse.Namespace, work: Path, export: Path, source: Path, re
             bleu = score_corpus(lines, refs)["bleu"]
             rows.append((f"beam {beam}", name, f"{100 * same:.2f}%", f"{bleu:.2f}", f"{bleu - base_bleu:+.2f}"))
     table(["search", "system", "lines = torch fp32", "BLEU", "diff"], rows)
+
+
+def all_int8(export: Path, work: Path) -> Path:
+    """A copy of the export whose int8 graphs quantize every MatMul, the attention's too
+    (what seq2seq.export.quantize.KEEP_FLOAT keeps in float32 otherwise)."""
+    target = work / "export_all_int8"
+    if not (target / "model.json").is_file():
+        shutil.copytree(export, target, dirs_exist_ok=True)
+        info = json.loads((target / "model.json").read_text(encoding="utf-8"))
+        for graph in info["graphs"].values():
+            quantize(target, graph["file"], keep_float=())
+    return target
 
 
 def speed(args: argparse.Namespace, work: Path, export: Path, source: Path, has_shortlist: bool) -> None:
@@ -148,8 +168,9 @@ def installed_size(names: set[str]) -> int:
 def sizes() -> None:
     print("\n== installed size and import time")
     rows: list[tuple[str, ...]] = []
-    for label, names in (("runtime: onnxruntime + numpy + sentencepiece", RUNTIME), ("torch", TORCH)):
-        alone, deps = installed_size(set(names)), closure(names)
+    for label, names in (("runtime: onnxruntime + numpy + sentencepiece + pyyaml", RUNTIME), ("torch", TORCH)):
+        dists = [DISTRIBUTIONS.get(name, name) for name in names]
+        alone, deps = installed_size(set(dists)), closure(dists)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", f"import {', '.join(names)}"], check=True)
         imported = time.perf_counter() - start

@@ -19,6 +19,7 @@ they are. ``scripts/bench/export_bench.py`` measures what int8 keeps of the floa
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def quantize(directory: Path, name: str) -> str:
-    """Write ``directory/name`` with int8 weights as ``*.int8.onnx``; returns its file name."""
+def quantize(directory: Path, name: str, keep_float: Sequence[str] = KEEP_FLOAT) -> str:
+    """Write ``directory/name`` with int8 weights as ``*.int8.onnx``; returns its file name.
+    ``keep_float``: the node name parts that stay float32 (() quantizes every MatMul, for
+    ``scripts/bench/export_bench.py`` to measure what keeping them buys)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = directory / name
@@ -68,7 +71,7 @@ def quantize(directory: Path, name: str) -> str:
     prepared = source.with_suffix(".matmul.onnx")
     model = gemm_to_matmul(onnx.load(str(source)))
     onnx.save(model, str(prepared))
-    keep = [node.name for node in model.graph.node if any(k in node.name for k in KEEP_FLOAT)]
+    keep = [node.name for node in model.graph.node if any(k in node.name for k in keep_float)]
     root = logging.getLogger()
     level = root.level
     # quantize_dynamic advises its pre-processing (shape inference, graph optimisation) on the

@@ -125,19 +125,27 @@ class ExportedTranslator:
 
     @property
     def info(self) -> dict[str, Any]:
+        """What the model is, as JSON-able data, with the keys of :attr:`seq2seq.api.Translator.info`
+        (``paths`` holds the directory) and the runtime's own: precision, versions, and the sha256
+        of the checkpoint it was exported from."""
         model = self._info["model"]
         return {
-            "kind": "onnx",
-            "path": str(self.directory),
-            "precision": "int8" if self.precision == "int8" else "fp32",
+            "paths": [str(self.directory)],
             "src_lang": model["src_lang"],
             "tgt_lang": model["tgt_lang"],
             "decoder": model["decoder"],
-            "cell": model["decoder_cell"],
+            "attention": self.attends,
+            "encoder_cell": model["encoder_cell"],
+            "decoder_cell": model["decoder_cell"],
             "parameters": model["parameters"],
+            "vocab_sizes": {"src": self.src_sp.get_piece_size(), "tgt": self.tgt_sp.get_piece_size()},
             "search": dataclasses.asdict(self.search),
+            "device": "cpu",
+            "workers": 1,
+            "runtime": "onnxruntime",
+            "precision": "int8" if self.precision == "int8" else "fp32",
             "versions": self._info["versions"],
-            "source_checkpoint": self._info["source_checkpoint"],
+            "checkpoint_sha256": self._info["source_checkpoint"]["sha256"],
         }
 
     def source_lengths(self, lines: Sequence[str]) -> list[int]:
