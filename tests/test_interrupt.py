@@ -1,5 +1,6 @@
 """Training that ends early: SIGINT and SIGTERM save last.pt after a whole update and exit 130 / 143
-with the command that resumes, and the resumed run ends bit-identical to one never interrupted;
+with the command that resumes, and the resumed run ends bit-identical to one never interrupted
+(under torchrun: the ranks stop together and rank 0 saves);
 a diverging run (a learning rate far too high, or weights made NaN) skips its non-finite updates,
 stops with a clear error and writes no non-finite checkpoint; metrics.jsonl is strict JSON."""
 
@@ -200,3 +201,35 @@ def test_save_minutes_writes_last_pt_on_the_clock(
     flags = [x for key, value in sets.items() for x in ("--set", f"training.{key}={value}")]
     assert main(["train", TINY, "--run-dir", str(tmp_path / "run"), *data_overrides(corpus), *flags]) == 0
     assert sorted(set(saves)) == saved_at
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_once_and_every_rank_stops(tmp_path: Path) -> None:
+    """torchrun passes SIGTERM on to its two workers; they agree to stop after the same update,
+    rank 0 saves and tells how to resume, and the run resumes under torchrun."""
+    corpus = write_toy_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = [*launcher, "-m", "seq2seq", "train", TINY, "--run-dir", str(run), *data_overrides(corpus)]
+    cmd += ["--set", "training.threads=1", "--set", "training.log_every=1"]
+    at = seeded_rng("DDP SIGTERM step").randint(2, 8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*cmd, "--set", "training.max_steps=100000"], stderr=subprocess.PIPE, text=True, env=env)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []
+        if any(json.loads(line)["step"] >= at for line in lines if line.endswith("}")):
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    saved = read_checkpoint(run / "last.pt").train_state["progress"]["step"]  # type: ignore[index]
+    assert saved >= at
+    said = [line for line in err.splitlines() if line.startswith("seq2seq train: interrupted")]
+    assert len(said) == 1 and f"interrupted by SIGTERM at step {saved}; saved" in said[0], err[-3000:]
+    assert "resume with (through torchrun, as before): seq2seq train" in said[0]
+    resume = [*cmd, "--set", f"training.max_steps={saved + 2}", "--resume"]
+    subprocess.run(resume, check=True, env=env, timeout=300, capture_output=True)
+    assert read_checkpoint(run / "last.pt").train_state["progress"]["step"] == saved + 2  # type: ignore[index]
