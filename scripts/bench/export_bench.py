@@ -9,8 +9,8 @@ with torch, on one checkpoint: agreement and BLEU, speed, and installed size.
    ``model.json``).
 2. Agreement and BLEU: translates the source (default: the checkpoint config's test split,
    e.g. Multi30k test_2016_flickr) with greedy search and beam 5, by torch in float32
-   (``--precision fp32``) and by the exported runtime in float32 and int8 (and int8 with the
-   attention quantized too, which ``seq2seq export --int8`` keeps in float32), and prints the
+   (``--precision fp32``) and by the exported runtime in float32 and int8 (and two other
+   int8 choices: the attention quantized too, the decoder's recurrence kept float32), and prints the
    share of lines identical to torch's float32 output and each BLEU (sacreBLEU, as seq2seq
    evaluate) with its difference to torch's.
 3. Speed: process wall time (``python -m seq2seq translate``, model loading included) for the
@@ -42,7 +42,7 @@ from pathlib import Path
 from seq2seq.checkpoint import read_checkpoint
 from seq2seq.data.sources import load_corpus
 from seq2seq.evaluate import score_corpus
-from seq2seq.export.quantize import quantize
+from seq2seq.export.quantize import KEEP_FLOAT, RECURRENCE, quantize
 
 # What seq2seq.export.runtime imports beside the standard library (pyyaml: seq2seq.config).
 RUNTIME = ["onnxruntime", "numpy", "sentencepiece", "yaml"]
@@ -85,8 +85,9 @@ def quality(args: argparse.Namespace, work: Path, export: Path, source: Path, re
         "torch fp32": (["--checkpoint", args.checkpoint], ["--precision", "fp32"]),
         "onnx fp32": (["--model", str(export)], []),
         "onnx int8": (["--model", str(export)], ["--int8"]),
-        "onnx int8, attention int8 too": (["--model", str(all_int8(export, work))], ["--int8"]),
     }
+    for label, keep in VARIANTS.items():
+        systems[f"onnx int8, {label}"] = (["--model", str(variant(export, work, label, keep))], ["--int8"])
     rows: list[tuple[str, ...]] = []
     for beam in (1, 5):
         outputs = {}
@@ -103,15 +104,21 @@ def quality(args: argparse.Namespace, work: Path, export: Path, source: Path, re
     table(["search", "system", "lines = torch fp32", "BLEU", "diff"], rows)
 
 
-def all_int8(export: Path, work: Path) -> Path:
-    """A copy of the export whose int8 graphs quantize every MatMul, the attention's too
-    (what seq2seq.export.quantize.KEEP_FLOAT keeps in float32 otherwise)."""
-    target = work / "export_all_int8"
+# Other choices of what int8 keeps in float32 (seq2seq.export.quantize.KEEP_FLOAT by default).
+VARIANTS = {
+    "attention int8 too": (),
+    "recurrence float32 too": (*KEEP_FLOAT, *RECURRENCE),
+}
+
+
+def variant(export: Path, work: Path, label: str, keep: tuple[str, ...]) -> Path:
+    """A copy of the export whose int8 graphs keep the node name parts ``keep`` in float32."""
+    target = work / ("export_" + re.sub(r"\W+", "_", label))
     if not (target / "model.json").is_file():
         shutil.copytree(export, target, dirs_exist_ok=True)
         info = json.loads((target / "model.json").read_text(encoding="utf-8"))
         for graph in info["graphs"].values():
-            quantize(target, graph["file"], keep_float=())
+            quantize(target, graph["file"], keep_float=keep)
     return target
 
 

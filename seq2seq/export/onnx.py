@@ -42,7 +42,7 @@ from seq2seq.checkpoint import Loaded, load_checkpoint
 from seq2seq.config import config_to_dict
 from seq2seq.errors import CheckpointError, ConfigError, MissingExtraError
 from seq2seq.export.directory import FORMAT, FORMAT_VERSION
-from seq2seq.export.recurrent import exportable
+from seq2seq.export.recurrent import exportable, stepwise
 from seq2seq.models.encoder import Encoded
 from seq2seq.models.seq2seq import Seq2Seq
 
@@ -141,8 +141,10 @@ def _export_graphs(loaded: Loaded, out: Path, attends: bool, opset: int) -> dict
     model = copy.deepcopy(loaded.model).float().eval()
     try:
         model.encoder.rnn = exportable(model.encoder.rnn)
+        model.decoder.rnn = stepwise(model.decoder.rnn)
     except ValueError as e:
-        raise CheckpointError(f"model.encoder.cell {loaded.config.model.encoder.cell}: {e}") from None
+        cells = f"{loaded.config.model.encoder.cell}, {loaded.config.model.decoder.cell}"
+        raise CheckpointError(f"model cells {cells}: {e}") from None
     # Trace with a batch of 3 and unequal lengths, so that no size is taken for a constant.
     src = torch.tensor([[5, 6, 7, 8, 3], [5, 6, 3, 0, 0], [7, 8, 9, 3, 0]])
     lengths = torch.tensor([5, 3, 4])

@@ -3,17 +3,21 @@
 onnxruntime's dynamic quantization (:func:`onnxruntime.quantization.quantize_dynamic`)
 stores the weights of matrix products as int8 and quantizes each product's input on the
 fly (per tensor, from its range), so no calibration data is needed. It has integer kernels
-for MatMul (and LSTM), not for Gemm, GRU or RNN: the TorchScript exporter writes a linear
-map of a 2-D input as Gemm, so those are rewritten as MatMul + Add first; the recurrent
-operators stay float32.
+for MatMul, not for Gemm or the recurrent operators: the TorchScript exporter writes a
+linear map of a 2-D input as Gemm, so those are rewritten as MatMul + Add first.
 
-What stays float32, and why: the recurrent operators (no integer kernels), the attention
-(its key and query projections, its scores and softmax) and the softmax over the vocabulary.
-Attention scores are differences between products of large vectors, so rounding their
-inputs moves the weights and with them the context of every later step, while those
-projections are a small part of a step's cost; the output layers and the vocabulary
-projection, which are most of it, are quantized. Embeddings are lookups (Gather), left as
-they are. ``scripts/bench/export_bench.py`` measures what int8 keeps of the float32 output.
+What is quantized: the decoder step's matrix products, its recurrence (exported as
+one-step cells, :func:`seq2seq.export.recurrent.stepwise`), its output layer and the
+vocabulary projection, which make most of a step's cost; and the bridge. What stays
+float32, and why: the encoder's recurrent operators (ONNX's RNN, GRU and LSTM, which have
+no integer kernels here; the encoder runs once per sentence, the decoder once per piece
+and beam), the attention (its key and query projections, scores and softmax; see
+:data:`KEEP_FLOAT`) and the softmax over the vocabulary. Attention scores are small
+differences between products of large vectors, so rounding their inputs moves the
+weights and with them the context of every later step, while those projections cost
+little. Embeddings are lookups (Gather), left as they are. ``scripts/bench/export_bench.py``
+measures what int8 keeps of the float32 output, with these choices and with the attention
+(and the recurrence) quantized too or kept float32.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 # exporter names a node after the path of the module that computes it; the encoder graph's
 # attention keys are computed outside the attention's forward, hence "/key/".
 KEEP_FLOAT = ("/attention/", "/key/")
+RECURRENCE = ("/rnn/",)  # the decoder's recurrence, for keep_float (the bench's variant)
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:

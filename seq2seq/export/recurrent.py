@@ -15,7 +15,8 @@ the right shapes, and the tests compare onnxruntime's outputs with the torch mod
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -145,3 +146,50 @@ def exportable(module: nn.Module) -> Recurrent:
         raise ValueError(f"cannot export a {type(module).__name__}")
     result: Recurrent = convert(module)
     return result
+
+
+# torch's RNN mode -> the one-step cell of the same equations
+_STEP_CELLS: dict[str, type[RecurrentCell]] = {"RNN_TANH": ElmanCell, "GRU": GRUCell, "LSTM": LSTMCell}
+
+
+def _loop_cell(rnn: Any, layer: int) -> RecurrentCell:
+    """Layer ``layer`` of torch's (unidirectional) RNN, GRU or LSTM as the one-step cell of
+    :mod:`seq2seq.models.custom_cells` with the same weights."""
+    w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+    b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+    cell: Any = _STEP_CELLS[rnn.mode](w_ih.size(1), rnn.hidden_size)
+    with torch.no_grad():
+        cell.weight_ih.copy_(w_ih)
+        cell.weight_hh.copy_(w_hh)
+        if rnn.mode == "GRU":  # r multiplies the recurrent bias: the cell keeps it apart
+            cell.bias.copy_(b_ih)
+            cell.bias_hh.copy_(b_hh)
+        else:
+            cell.bias.copy_(b_ih + b_hh)
+    result: RecurrentCell = cell
+    return result
+
+
+def _steps_from_torch(module: TorchRecurrent) -> Recurrent:
+    rnn: Any = module.rnn
+    if module.num_directions != 1 or module.state_sizes[0] != module.hidden_size:
+        raise ValueError("a decoder's recurrence is unidirectional and unprojected")
+    layers = [LoopLayer(partial(_loop_cell, rnn, i)) for i in range(rnn.num_layers)]
+    return RecurrentStack(layers)
+
+
+def _steps_from_stack(module: RecurrentStack) -> Recurrent:
+    return RecurrentStack([stepwise(layer) for layer in module.layers], residual=module.residual)
+
+
+_STEPWISE: dict[type, Any] = {TorchRecurrent: _steps_from_torch, RecurrentStack: _steps_from_stack}
+
+
+def stepwise(module: Any) -> Recurrent:
+    """``module``, a decoder's recurrent stack in eval mode, with torch's recurrent modules
+    as loop layers of one-step cells. Traced over the single step of a decoder, a loop layer
+    is a few matrix products and pointwise operations; ONNX's recurrent operators are slower
+    for one step, and their products are out of reach of int8 quantization (MatMul only)."""
+    convert = _STEPWISE.get(type(module))
+    result: Any = module if convert is None else convert(module)  # a loop layer already is one
+    return cast(Recurrent, result)

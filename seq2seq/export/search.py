@@ -128,9 +128,34 @@ def greedy_search(
     return hyps
 
 
-def _topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k largest of each row, largest first (ties: the lower index first)."""
-    part = np.argpartition(-x, k - 1, axis=1)[:, :k] if k < x.shape[1] else np.tile(np.arange(x.shape[1]), (len(x), 1))
+def _topk(x: np.ndarray, k: int, head: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest of each row of x (N, M), largest first (ties: the lower index first,
+    but for those at the k-th place).
+
+    ``head``: where the first ``head`` columns hold at least k finite values (a beam
+    search's best beam), their k-th largest bounds the row's from below, and only the few
+    entries at or above it are sorted: the rows of K beams over a vocabulary are long, and
+    a selection over all of them costs more than the rest of a search step in numpy."""
+    if not 0 < head < x.shape[1] or head < k:
+        return _select(x, k)
+    bound = -np.partition(-x[:, :head], k - 1, axis=1)[:, k - 1]
+    fast = np.isfinite(bound)  # a row at its length limit has one finite entry: EOS's
+    if not fast.all():
+        values, ids = np.empty((len(x), k), dtype=x.dtype), np.empty((len(x), k), dtype=np.int64)
+        values[fast], ids[fast] = _topk(x[fast], k, head)
+        values[~fast], ids[~fast] = _select(x[~fast], k)
+        return values, ids
+    rows, cols = np.nonzero(x >= bound[:, None])
+    vals = x[rows, cols]
+    order = np.lexsort((cols, -vals, rows))
+    first = np.searchsorted(rows[order], np.arange(len(x)))  # every row keeps at least k entries
+    pick = order[first[:, None] + np.arange(k)]
+    return vals[pick], cols[pick].astype(np.int64)
+
+
+def _select(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_topk` by a partial sort of every row (k <= M)."""
+    part = np.argpartition(-x, k - 1, axis=1)[:, :k]
     values = np.take_along_axis(x, part, axis=1)
     order = np.lexsort((part, -values), axis=1)
     ids = np.take_along_axis(part, order, axis=1)
@@ -175,7 +200,7 @@ def beam_search(
         log_probs = _constrain(log_probs, t, min_length, live_limits, eos_col)
         vocab_size = log_probs.shape[-1]
         candidates = (scores.reshape(-1, 1) + log_probs).reshape(len(live), width * vocab_size)
-        top_scores, top_ids = _topk(candidates, min(2 * k, width * vocab_size))
+        top_scores, top_ids = _topk(candidates, min(2 * k, width * vocab_size), head=vocab_size)
         origin, token = top_ids // vocab_size, top_ids % vocab_size
         step_lp = np.take_along_axis(log_probs.reshape(len(live), width * vocab_size), top_ids, axis=1)
         if vocab is not None:
