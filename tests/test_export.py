@@ -353,3 +353,41 @@ def test_runtime_modules_import_no_torch_statically() -> None:
                     assert module in allowed_seq2seq, f"{path.name} imports {module}"
                 else:
                     assert top in {"numpy", "onnxruntime", "sentencepiece"} | sys.stdlib_module_names, module
+
+
+def test_topk_sorts_what_a_full_sort_does() -> None:
+    """The beam search's selection (only the entries at or above the best beam's k-th are
+    sorted) gives the k largest values of a full sort, with their indices where values are
+    distinct; rows at a length limit (one finite entry per beam) and ties included."""
+    from seq2seq.export.search import _topk
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, vocab_size, width = (int(v) for v in rng.integers(1, [6, 30, 5], endpoint=True))
+        x = rng.normal(size=(n, width * vocab_size)).astype(np.float32)
+        x[rng.random(x.shape) < rng.random() * 0.9] = -np.inf
+        if trial % 3 == 0:
+            x = np.round(x, 1)  # ties
+        k = int(rng.integers(1, min(10, width * vocab_size), endpoint=True))
+        values, ids = _topk(x, k, head=vocab_size)
+        assert np.array_equal(values, -np.sort(-x, axis=1)[:, :k])
+        assert np.array_equal(np.take_along_axis(x, ids, axis=1), values)
+        assert all(len(set(row)) == k for row in ids.tolist())
+
+
+@pytest.mark.parametrize("exported", ["context"], indirect=True)
+def test_max_source_length_as_the_api(exported: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    from seq2seq.api import Translator
+    from seq2seq.errors import DataError
+
+    checkpoint, directory = exported
+    torch_side = Translator.load(checkpoint, kernels=False, threads=1, max_source_length=3)
+    onnx_side = ExportedTranslator.load(directory, threads=1, max_source_length=3)
+    assert onnx_side.source_lengths(LINES) == torch_side.source_lengths(LINES)
+    expected, got = torch_side.translate(LINES), onnx_side.translate(LINES)
+    assert [n[0].source_tokens for n in got] == [n[0].source_tokens for n in expected]
+    assert [n[0].text for n in got] == [n[0].text for n in expected]
+    assert "line 2:" in caplog.text and "max_source_length (3)" in caplog.text
+    refusing = ExportedTranslator.load(directory, max_source_length=3, long_source="refuse")
+    with pytest.raises(DataError, match=r"line 1: .* more than search\.max_source_length"):
+        refusing.translate(LINES)
