@@ -391,3 +391,18 @@ def test_max_source_length_as_the_api(exported: tuple[Path, Path], caplog: pytes
     refusing = ExportedTranslator.load(directory, max_source_length=3, long_source="refuse")
     with pytest.raises(DataError, match=r"line 1: .* more than search\.max_source_length"):
         refusing.translate(LINES)
+
+
+@pytest.mark.parametrize("exported", ["context"], indirect=True)
+def test_export_writes_into_new_or_export_directories_only(
+    exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint, _ = exported
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    assert main(["export", str(checkpoint), "--output", str(tmp_path / "notes")]) == 2
+    assert "holds no export" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["todo.txt"]
+    for _ in range(2):  # again over its own export
+        assert main(["export", str(checkpoint), "--output", str(tmp_path / "export")]) == 0
+    assert ExportedTranslator.load(tmp_path / "export").translate(["ein Hund"])[0][0].tokens

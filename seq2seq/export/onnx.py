@@ -17,7 +17,8 @@ The directory holds:
 - ``*.int8.onnx`` beside each graph with ``--int8`` (:mod:`seq2seq.export.quantize`);
 - the SentencePiece model(s) (``spm.model``, or ``src.model`` and ``tgt.model``);
 - ``model.json``: graphs with their inputs and outputs, the search settings, the versions
-  (seq2seq, ONNX opset, torch) and the source checkpoint (path and sha256).
+  (seq2seq, ONNX opset, torch) and the source checkpoint (path and sha256). Written last
+  (and removed first when exporting again), so that an interrupted export is no export.
 
 The plain model is exported (no kernels), in float32 and eval mode. Cells: ``rnn``, ``gru``,
 ``lstm`` and ``lstm_peephole``; the others are refused (:data:`EXPORTABLE_CELLS`).
@@ -38,9 +39,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seq2seq.atomic import atomic_open
 from seq2seq.checkpoint import Loaded, load_checkpoint
 from seq2seq.config import config_to_dict
-from seq2seq.errors import CheckpointError, ConfigError, MissingExtraError
+from seq2seq.errors import CheckpointError, ConfigError, MissingExtraError, output_error
 from seq2seq.export.directory import FORMAT, FORMAT_VERSION
 from seq2seq.export.recurrent import exportable, stepwise
 from seq2seq.models.encoder import Encoded
@@ -112,10 +114,16 @@ def export_model(
         raise MissingExtraError("seq2seq export needs onnx and onnxruntime: pip install 'seq2seq-rnn[onnx]'") from None
     if not 14 <= opset <= 21:
         raise ConfigError(f"--opset: {opset} must be in 14..21")
+    out = Path(output)
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").is_file():
+        raise ConfigError(f"--output {out}: a directory that holds no export; choose a new or empty directory")
     loaded = load_checkpoint(checkpoint)
     check_exportable(checkpoint, loaded)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.json").unlink(missing_ok=True)  # until the new one: an interrupted export is no export
+    except OSError as e:
+        raise output_error(out, e) from e
     attends = loaded.config.model.decoder.type != "context"
     graphs = _export_graphs(loaded, out, attends, opset)
     if int8:
@@ -132,7 +140,8 @@ def export_model(
             translations=loaded.shortlist.translations.numpy(),
         )
         info["shortlist"] = "shortlist.npz"
-    (out / "model.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    with atomic_open(out / "model.json", "w", encoding="utf-8") as f:  # last: the directory is complete
+        f.write(json.dumps(info, indent=2) + "\n")
     log.info("exported %s -> %s (%s)", checkpoint, out, ", ".join(sorted(p.name for p in out.iterdir())))
     return info
 
