@@ -91,9 +91,11 @@ def model_config(decoder: dict[str, Any], cell: str = "gru", **encoder: Any) -> 
     )
 
 
-def assert_parity(checkpoint: Path, directory: Path, vocab: Vocab, search: SearchConfig, attention: bool) -> None:
+def assert_parity(
+    checkpoint: Path, directory: Path, vocab: Vocab, search: SearchConfig, attention: bool, tol: float = 1e-4
+) -> None:
     """The exported runtime's hypotheses equal the torch search's on LINES: same ids, same
-    n-best order, close scores, per-piece log-probabilities and attention."""
+    n-best order, close scores, per-piece log-probabilities and attention (within ``tol``)."""
     loaded = load_checkpoint(checkpoint)
     ids = vocab.encode(LINES)
     torch_hyps = translate_ids(
@@ -104,12 +106,12 @@ def assert_parity(checkpoint: Path, directory: Path, vocab: Vocab, search: Searc
     for expected, got in zip(torch_hyps, onnx_hyps, strict=True):
         assert [h.tokens for h in got] == [h.tokens for h in expected]
         for e, g in zip(expected, got):
-            assert g.score == pytest.approx(e.score, abs=1e-4)
-            assert g.log_prob == pytest.approx(e.log_prob, abs=1e-4)
-            assert np.allclose(g.token_log_probs, e.token_log_probs, atol=1e-4)
+            assert g.score == pytest.approx(e.score, rel=tol, abs=tol)
+            assert g.log_prob == pytest.approx(e.log_prob, rel=tol, abs=tol)
+            assert np.allclose(g.token_log_probs, e.token_log_probs, rtol=tol, atol=tol)
             assert (g.attention is None) == (e.attention is None)
             if e.attention is not None:
-                assert np.allclose(g.attention, e.attention.numpy(), atol=1e-5)
+                assert np.allclose(g.attention, e.attention.numpy(), atol=tol)
 
 
 @pytest.fixture(scope="module", params=list(DECODERS))
@@ -137,24 +139,31 @@ def test_decoders_match_torch(exported: tuple[Path, Path], vocab: Vocab, search:
 
 
 @pytest.mark.parametrize(
-    ("cell", "options"),
+    ("cell", "decoder_cell", "bridge", "options"),
     [
-        ("rnn", {"bridge": "mean"}),
-        ("lstm", {"bridge": "tanh"}),
-        ("lstm_peephole", {"bridge": "zero"}),
-        ("gru", {"dropout_type": "variational", "residual": True, "bridge": "last"}),
+        ("rnn", "rnn", "mean", {}),
+        ("lstm", "lstm", "tanh", {}),
+        ("lstm_peephole", "lstm_peephole", "zero", {}),
+        ("gru", "gru", "last", {"dropout_type": "variational", "residual": True}),
+        ("gru", "layernorm_lstm", "tanh", {}),
+        ("lstm", "lstmp", "tanh", {"proj_size": 4}),
     ],
 )
-def test_cells_match_torch(tmp_path: Path, vocab: Vocab, cell: str, options: dict[str, Any]) -> None:
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_cells_match_torch(
+    tmp_path: Path, vocab: Vocab, cell: str, decoder_cell: str, bridge: str, options: dict[str, Any]
+) -> None:
     """Each exportable cell, and the loop layers (variational dropout) and residual stacks
-    that run in place of torch's recurrent modules, in the encoder and the decoder."""
-    bridge = options.pop("bridge")
-    decoder = {"type": "bahdanau", "hidden_size": 16, **options}
-    config = model_config(decoder, cell, **options)
+    that run in place of torch's recurrent modules, in the encoder and the decoder; the
+    decoder's single step exports with the cells the encoder cannot have too."""
+    encoder = {k: v for k, v in options.items() if k != "proj_size"}
+    decoder = {"type": "bahdanau", "hidden_size": 16, "cell": decoder_cell, **options}
+    config = model_config(decoder, cell, **encoder)
     checkpoint = write_model(tmp_path / "model.pt", vocab, ModelConfig(config.encoder, config.decoder, bridge))
     export_model(checkpoint, tmp_path / "export")
+    tol = 1e-3 if decoder_cell.startswith("layernorm") else 1e-4  # normalising small states amplifies rounding
     for search in (SearchConfig(beam_size=1, batch_size=3), SearchConfig(beam_size=3, n_best=3, batch_size=3)):
-        assert_parity(checkpoint, tmp_path / "export", vocab, search, attention=False)
+        assert_parity(checkpoint, tmp_path / "export", vocab, search, attention=True, tol=tol)
 
 
 def test_shortlist_matches_torch(tmp_path: Path, vocab: Vocab) -> None:
@@ -182,7 +191,7 @@ def test_refused_cell_names_itself(tmp_path: Path, vocab: Vocab, capsys: pytest.
     checkpoint = write_model(tmp_path / "model.pt", vocab, config)
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "export")]) == 2
     err = capsys.readouterr().err
-    assert f"model.encoder.cell {cell} cannot be exported" in err and "rnn, gru, lstm" in err
+    assert f"model.encoder.cell {cell} cannot be exported" in err and "rnn, gru, lstm, lstm_peephole" in err
     with pytest.raises(CheckpointError, match=cell):
         export_model(checkpoint, tmp_path / "export")
 

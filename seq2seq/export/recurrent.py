@@ -22,7 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.models.cells import TorchRecurrent
-from seq2seq.models.custom_cells import ElmanCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
+from seq2seq.models.custom_cells import (
+    ElmanCell,
+    GRUCell,
+    LSTMCell,
+    PeepholeLSTMCell,
+    ProjectedLSTMCell,
+    RecurrentCell,
+)
 from seq2seq.models.stack import LoopLayer, Recurrent, RecurrentStack
 
 # ONNX operator per number of gate blocks, and the permutation of torch's gate blocks into
@@ -157,7 +164,12 @@ def _loop_cell(rnn: Any, layer: int) -> RecurrentCell:
     :mod:`seq2seq.models.custom_cells` with the same weights."""
     w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
     b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
-    cell: Any = _STEP_CELLS[rnn.mode](w_ih.size(1), rnn.hidden_size)
+    if rnn.proj_size:  # lstmp
+        cell: Any = ProjectedLSTMCell(w_ih.size(1), rnn.hidden_size, rnn.proj_size)
+        with torch.no_grad():
+            cell.weight_hr.copy_(getattr(rnn, f"weight_hr_l{layer}"))
+    else:
+        cell = _STEP_CELLS[rnn.mode](w_ih.size(1), rnn.hidden_size)
     with torch.no_grad():
         cell.weight_ih.copy_(w_ih)
         cell.weight_hh.copy_(w_hh)
@@ -172,8 +184,8 @@ def _loop_cell(rnn: Any, layer: int) -> RecurrentCell:
 
 def _steps_from_torch(module: TorchRecurrent) -> Recurrent:
     rnn: Any = module.rnn
-    if module.num_directions != 1 or module.state_sizes[0] != module.hidden_size:
-        raise ValueError("a decoder's recurrence is unidirectional and unprojected")
+    if module.num_directions != 1:
+        raise ValueError("a decoder's recurrence is unidirectional")
     layers = [LoopLayer(partial(_loop_cell, rnn, i)) for i in range(rnn.num_layers)]
     return RecurrentStack(layers)
 
