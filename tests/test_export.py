@@ -212,6 +212,21 @@ def test_runtime_imports_no_torch(exported: tuple[Path, Path]) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.parametrize("exported", ["luong"], indirect=True)
+def test_translate_model_command_imports_no_torch(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from seq2seq.cli import main\n"
+        f"assert main(['translate', '--model', {str(exported[1])!r}, '--input', {str(source)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == len(LINES)
+
+
 def test_translations_and_scores_match_the_api(exported: tuple[Path, Path]) -> None:
     """Translator.load(DIR) is the runtime, answering as Translator.load(CHECKPOINT) does."""
     from seq2seq.api import Translator
