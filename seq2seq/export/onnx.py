@@ -176,30 +176,42 @@ def _export_graphs(loaded: Loaded, out: Path, attends: bool, opset: int) -> dict
             opset,
         )
     }
-    prev = torch.tensor([2, 2, 2])
-    inputs = [prev, *results[:k]]
-    names = ["prev", *states]
-    step_dims: dict[str, dict[int, str]] = {"prev": {0: _BATCH}} | {name: {0: _BATCH} for name in states}
-    outputs = ["log_probs", *(f"state_out{i}" for i in range(k))] + (["attention"] if attends else [])
-    out_dims = {name: {0: _BATCH} for name in outputs} | {"log_probs": {0: _BATCH, 1: "V"}}
-    if attends:
-        inputs += [results[k], results[k + 1], torch.arange(5)[None, :] < lengths[:, None]]
-        names += ["memory", "keys", "mask"]
-        step_dims |= {name: {0: _BATCH, 1: "S"} for name in ("memory", "keys", "mask")}
-        out_dims["attention"] = {0: _BATCH, 1: "S"}
-    for shortlist in (False, True) if loaded.shortlist is not None else (False,):
+    mask = torch.arange(src.size(1))[None, :] < lengths[:, None] if attends else None
+    shortlists = (False, True) if loaded.shortlist is not None else (False,)
+    for shortlist in shortlists:
         name = "decoder_step_shortlist" if shortlist else "decoder_step"
-        vocab = [torch.tensor([1, 3, 5, 8])] if shortlist else []
-        graphs[name] = _export(
-            StepGraph(model, k, attends, shortlist),
-            (*inputs, *vocab),
-            out / f"{name}.onnx",
-            names + ["vocab"] * shortlist,
-            outputs,
-            step_dims | {"vocab": {0: "V"}} | out_dims,
-            opset,
-        )
+        graphs[name] = _export_step(model, results, k, mask, shortlist, out / f"{name}.onnx", opset)
     return graphs
+
+
+def _export_step(
+    model: Seq2Seq,
+    encoded: tuple[Tensor, ...],
+    k: int,
+    mask: Tensor | None,
+    shortlist: bool,
+    path: Path,
+    opset: int,
+) -> dict[str, Any]:
+    """The decoder step graph, traced from the encoder graph's outputs ``encoded`` (``k``
+    states, then memory and keys where the decoder attends, ``mask`` then given)."""
+    attends = mask is not None
+    states = [f"state{i}" for i in range(k)]
+    prev = torch.tensor([2, 2, 2])
+    inputs = [prev, *encoded[:k]]
+    names = ["prev", *states]
+    dims: dict[str, dict[int, str]] = {"prev": {0: _BATCH}} | {name: {0: _BATCH} for name in states}
+    outputs = ["log_probs", *(f"state_out{i}" for i in range(k))] + (["attention"] if attends else [])
+    dims |= {name: {0: _BATCH} for name in outputs} | {"log_probs": {0: _BATCH, 1: "V"}}
+    if mask is not None:
+        inputs += [encoded[k], encoded[k + 1], mask]
+        names += ["memory", "keys", "mask"]
+        dims |= {name: {0: _BATCH, 1: "S"} for name in ("memory", "keys", "mask", "attention")}
+    if shortlist:
+        inputs.append(torch.tensor([1, 3, 5, 8]))
+        names.append("vocab")
+        dims["vocab"] = {0: "V"}
+    return _export(StepGraph(model, k, attends, shortlist), tuple(inputs), path, names, outputs, dims, opset)
 
 
 def _export(
