@@ -66,19 +66,24 @@ class ExportedTranslator:
         encoder = session(directory / graphs["encoder"][entry], threads)
         attends = bool(info["model"]["attention"])
         self.full = Graphs(encoder, session(directory / graphs["decoder_step"][entry], threads), attends)
-        self.listed: Graphs | None = None
-        self.frequent: np.ndarray | None = None
-        self.translations: np.ndarray | None = None
-        if info.get("shortlist"):
-            step = session(directory / graphs["decoder_step_shortlist"][entry], threads)
-            self.listed = Graphs(encoder, step, attends)
-            try:
-                with np.load(directory / info["shortlist"]) as table:
-                    self.frequent, self.translations = table["frequent"], table["translations"]
-            except (OSError, KeyError, ValueError) as e:
-                table_path = directory / info["shortlist"]
-                raise CheckpointError(f"{table_path}: not a readable shortlist table ({e})") from None
+        self._threads, self._entry = threads, entry
+        self._listed: tuple[Graphs, np.ndarray, np.ndarray] | None = None  # loaded when first searched with
         self.check_search(search)
+        if search.shortlist:
+            self._shortlist()
+
+    def _shortlist(self) -> tuple[Graphs, np.ndarray, np.ndarray]:
+        """The shortlist's step graph and table (frequent, translations), loaded once."""
+        if self._listed is None:
+            name = self._info["shortlist"]
+            step = session(self.directory / self._info["graphs"]["decoder_step_shortlist"][self._entry], self._threads)
+            try:
+                with np.load(self.directory / name) as table:
+                    frequent, translations = table["frequent"], table["translations"]
+            except (OSError, KeyError, ValueError) as e:
+                raise CheckpointError(f"{self.directory / name}: not a readable shortlist table ({e})") from None
+            self._listed = Graphs(self.full.encoder, step, self.full.attends), frequent, translations
+        return self._listed
 
     @classmethod
     def load(
@@ -100,6 +105,8 @@ class ExportedTranslator:
         precision = precision or "auto"
         if precision not in PRECISIONS:
             raise ConfigError(f"precision: {precision!r}: the exported runtime runs {', '.join(PRECISIONS)}")
+        if not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads: {threads!r} must be 0 (every core) or more")
         if workers != 1:
             raise ConfigError(f"workers: {workers}: the exported runtime decodes in one process; use --threads")
         directory = Path(path)
@@ -112,7 +119,7 @@ class ExportedTranslator:
             raise CheckpointError(f"{where}: lacks the key {e}; export the checkpoint again") from None
 
     def check_search(self, search: SearchConfig) -> None:
-        if search.shortlist and self.listed is None:
+        if search.shortlist and not self._info.get("shortlist"):
             raise ConfigError(
                 f"search.shortlist: {search.shortlist}, but {self.directory} has no shortlist table; "
                 "decode with shortlist 0"
@@ -207,7 +214,8 @@ class ExportedTranslator:
         src, lengths = self._padded([[*ids, self.eos] for ids in batch])
         graphs, vocab = self.full, None
         if search.shortlist:
-            graphs, vocab = self.listed, self._candidates(src, search)  # type: ignore[assignment]
+            self.check_search(search)
+            graphs, vocab = self._shortlist()[0], self._candidates(src, search)
         common: dict[str, Any] = dict(
             bos=self.bos,
             eos=self.eos,
@@ -263,10 +271,10 @@ class ExportedTranslator:
 
     def _candidates(self, src: np.ndarray, search: SearchConfig) -> np.ndarray:
         """As :meth:`seq2seq.data.shortlist.Shortlist.candidates`: sorted distinct target ids."""
-        assert self.translations is not None and self.frequent is not None
-        rows = self.translations[np.unique(src), : search.shortlist].reshape(-1)
+        _, frequent, translations = self._shortlist()
+        rows = translations[np.unique(src), : search.shortlist].reshape(-1)
         always = np.array([self.eos, self.unk], dtype=rows.dtype)
-        return np.unique(np.concatenate([self.frequent[: search.shortlist_frequent], rows[rows >= 0], always])).astype(
+        return np.unique(np.concatenate([frequent[: search.shortlist_frequent], rows[rows >= 0], always])).astype(
             np.int64
         )
 
