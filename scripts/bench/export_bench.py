@@ -16,7 +16,8 @@ with torch, on one checkpoint: agreement and BLEU, speed, and installed size.
 3. Speed: process wall time (``python -m seq2seq translate``, model loading included) for the
    first ``--lines`` source lines with beam 5, each configuration once per round, rounds
    interleaved: torch fp32; torch ``--precision bf16 --workers 2 --shortlist 10`` (with a
-   shortlist table); runtime fp32; runtime int8. Prints the median and each run.
+   shortlist table); runtime fp32; runtime int8 (and int8 ``--shortlist 10``, with a table).
+   Prints the median and each run.
 4. Size: the installed size of onnxruntime + numpy + sentencepiece (+ pyyaml, which
    seq2seq.config needs) and of torch, each with
    the packages they require (from the installed distributions' metadata), and the time of
@@ -133,6 +134,8 @@ def speed(args: argparse.Namespace, work: Path, export: Path, source: Path, has_
     systems[f"torch {' '.join(fast)}"] = (ckpt, fast)
     systems["onnx fp32"] = (model, [])
     systems["onnx int8"] = (model, ["--int8"])
+    if has_shortlist:
+        systems["onnx int8 --shortlist 10"] = (model, ["--int8", "--shortlist", "10"])
     times: dict[str, list[float]] = {name: [] for name in systems}
     for _ in range(args.rounds):
         for name, (which, flags) in systems.items():
