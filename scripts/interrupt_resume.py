@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import read_checkpoint
+from seq2seq.errors import Seq2SeqError
 
 TOY_WORDS = ["ein", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn", "Haus", "Hund", "Baum"]
 
@@ -53,6 +54,14 @@ def main() -> int:
     parser.add_argument("--toy-corpus", action="store_true", help="train on a generated copy-and-reverse corpus")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to seq2seq train")
     args = parser.parse_args()
+    try:
+        return interrupt_and_resume(args)
+    except (Seq2SeqError, OSError) as e:  # a checkpoint or run directory that cannot be read
+        print(f"interrupt_resume.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def interrupt_and_resume(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"seed {seed}", flush=True)
     rng = random.Random(seed)

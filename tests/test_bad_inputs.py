@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import importlib.util
 import json
 import os
 import shlex
@@ -173,6 +174,26 @@ def full_disk(tmp: Path, env: Env, mp: pytest.MonkeyPatch) -> None:
         return os.open("/dev/full", os.O_WRONLY), str(tmp / ".never-created.tmp")
 
     mp.setattr(tempfile, "mkstemp", mkstemp)
+
+
+HELD: list[Any] = []  # run-directory locks a row holds while its command runs
+
+
+@pytest.fixture(autouse=True)
+def _locks_released() -> Any:
+    yield
+    while HELD:
+        HELD.pop().release()
+
+
+def locked_run_dir(tmp: Path, env: Env, mp: pytest.MonkeyPatch) -> None:
+    """``tmp/run`` whose lock another training holds (this process, through another open file)."""
+    from seq2seq.train.lock import RunLock
+
+    (tmp / "run").mkdir()
+    lock = RunLock(tmp / "run")
+    lock.acquire()
+    HELD.append(lock)
 
 
 def run_dir_with(*names: str) -> Setup:
@@ -389,6 +410,21 @@ CONFIGS = [
         TRAIN + " --set model.encoder.hidden_size=100000000",
         2,
         "out of memory: the model or a batch does not fit",
+        outputs=NO_RUN,
+    ),
+    Case(
+        "resume and overwrite",
+        TRAIN + " --resume --overwrite",
+        2,
+        "--resume continues the run, --overwrite deletes it",
+        outputs=NO_RUN,
+    ),
+    Case(
+        "run directory in use",
+        TRAIN,
+        2,
+        f"another training (process {os.getpid()} on",
+        locked_run_dir,
         outputs=NO_RUN,
     ),
     Case("resume nothing", TRAIN + " --resume", 2, "start without --resume", outputs=NO_RUN),
@@ -879,3 +915,30 @@ def test_an_interrupted_write_leaves_the_old_file(env: Env, tmp_path: Path, monk
         write_checkpoint(target, read_checkpoint(env.ckpt))
     monkeypatch.undo()
     assert target.read_bytes() == before and sorted(tmp_path.iterdir()) == [target]
+
+
+# --- scripts that read checkpoints say what is wrong, too -------------------------------------
+
+CHECKPOINT_READERS = ("load_checkpoint", "read_checkpoint", "Translator")
+
+
+def test_scripts_that_read_checkpoints_catch_the_error() -> None:
+    for script in sorted((ROOT / "scripts").glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        if any(name in text for name in CHECKPOINT_READERS):
+            assert "Seq2SeqError" in text, f"{script.name} reads checkpoints but never catches Seq2SeqError"
+
+
+def test_a_script_prints_a_checkpoint_error(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("phrase_map", ROOT / "scripts" / "phrase_map.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "bad.pt").write_bytes(env.ckpt.read_bytes()[:5000])
+    (tmp_path / "phrases.txt").write_text("ein\nzwei\nHund\n", encoding="utf-8")
+    argv = ["--checkpoint", str(tmp_path / "bad.pt"), str(tmp_path / "phrases.txt"), str(tmp_path / "map.png")]
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "phrase_map.py: error:" in err and "bad.pt: not a readable seq2seq checkpoint" in err
+    assert not (tmp_path / "map.png").exists()
