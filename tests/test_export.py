@@ -330,6 +330,15 @@ def test_translate_model_flag_equals_checkpoint(
             assert main(["translate", *model, "--input", str(source), "--output", str(out), *flags]) == 0
             outputs.append(out.read_bytes())
         assert outputs[0] == outputs[1] and outputs[0].count(b"\n") >= len(LINES)
+    records = []
+    for i, model in enumerate((["--checkpoint", str(checkpoint), "--kernels", "false"], ["--model", str(directory)])):
+        attention = tmp_path / f"attention{i}"
+        assert main(["translate", *model, "--input", str(source), "--attention-dir", str(attention)]) == 0
+        records.append([json.loads(f.read_text()) for f in sorted(attention.iterdir())])
+    assert len(records[0]) == len(records[1]) == len(LINES) - 1  # the empty line has none
+    for expected, got in zip(*records):
+        assert [got[k] for k in ("line", "source", "target")] == [expected[k] for k in ("line", "source", "target")]
+        assert np.allclose(got["weights"], expected["weights"], atol=1e-4)
     capsys.readouterr()
     both = ["--checkpoint", str(checkpoint), "--model", str(directory)]
     assert main(["translate", *both, "--input", str(source)]) == 2
