@@ -196,6 +196,16 @@ def locked_run_dir(tmp: Path, env: Env, mp: pytest.MonkeyPatch) -> None:
     HELD.append(lock)
 
 
+def read_only(tmp: Path, env: Env, mp: pytest.MonkeyPatch) -> None:
+    """Creating any file fails as on a read-only file system (root ignores permission bits)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    mp.setattr(tempfile, "mkstemp", refuse)
+    mp.setattr(tempfile, "TemporaryFile", refuse)
+
+
 def run_dir_with(*names: str) -> Setup:
     return files(**{f"run/{name}": "x" for name in names})
 
@@ -681,6 +691,22 @@ TEXT_INPUTS = [
         "out.txt: cannot write: the disk is full",
         full_disk,
         outputs=("{tmp}/out.txt",),
+    ),
+    Case(
+        "output read-only",
+        TRANSLATE + " --output {tmp}/out.txt",
+        2,
+        "out.txt: cannot write: the file system is read-only",
+        read_only,
+        outputs=("{tmp}/out.txt",),
+    ),
+    Case(
+        "average output read-only",
+        "average {ckpt} {ckpt} --output {tmp}/avg.pt",
+        2,
+        "avg.pt: cannot write: the file system is read-only",
+        read_only,
+        outputs=("{tmp}/avg.pt",),
     ),
     Case("attention-dir a file", TRANSLATE + " --attention-dir {ckpt}", 2, "is a file, not a directory"),
     Case(
