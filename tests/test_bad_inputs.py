@@ -960,7 +960,7 @@ CHECKPOINT_READERS = ("load_checkpoint", "read_checkpoint", "Translator")
 
 
 def test_scripts_that_read_checkpoints_catch_the_error() -> None:
-    for script in sorted((ROOT / "scripts").glob("*.py")):
+    for script in sorted((ROOT / "scripts").rglob("*.py")):
         text = script.read_text(encoding="utf-8")
         if any(name in text for name in CHECKPOINT_READERS):
             assert "Seq2SeqError" in text, f"{script.name} reads checkpoints but never catches Seq2SeqError"

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from seq2seq.checkpoint import read_checkpoint
 from seq2seq.data.sources import load_corpus
+from seq2seq.errors import Seq2SeqError
 from seq2seq.evaluate import score_corpus
 from seq2seq.export.quantize import KEEP_FLOAT, RECURRENCE, quantize
 
@@ -71,7 +72,10 @@ def corpus(args: argparse.Namespace, work: Path) -> tuple[Path, list[str]]:
     """The source file and the references: --src/--ref, or the checkpoint config's test split."""
     if args.src:
         return Path(args.src), Path(args.ref).read_text(encoding="utf-8").splitlines()
-    config = read_checkpoint(args.checkpoint).config
+    try:
+        config = read_checkpoint(args.checkpoint).config
+    except Seq2SeqError as e:
+        sys.exit(f"export_bench.py: error: {e}")
     if config.data.test is None:
         sys.exit("the checkpoint's config has no data.test: give --src and --ref")
     ds = load_corpus(config.data.test, config.data.src_lang, config.data.tgt_lang)

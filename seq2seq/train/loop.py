@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.checkpoint import Stored, save_checkpoint
+from seq2seq.checkpoint import Stored, load_weights, save_checkpoint
 from seq2seq.config import RunConfig
 from seq2seq.data.batching import Batch, ParallelData, make_batch, plan_batches
 from seq2seq.data.prepare import RunData
@@ -134,7 +134,7 @@ class Trainer:
         state = stored.train_state
         if state is None:
             raise RunDirError(f"{path}: holds no training state to resume from")
-        self.model.load_state_dict(stored.weights)
+        load_weights(self.model, stored.weights, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
