@@ -130,6 +130,7 @@ def _add_serve_parser(sub: Any) -> None:
             default=getattr(defaults, name),
             help=f"{text} (default: %(default)s)",
         )
+    _add_search_flags(p)  # the models' defaults; a request may ask for its own beam_size and n_best
     _add_runtime_args(p)
 
 
@@ -197,6 +198,19 @@ def _add_search_args(p: argparse.ArgumentParser, exported: bool = False) -> None
         where.add_argument(
             "--model", metavar="DIR", help="instead: an export directory of `seq2seq export`, run without torch"
         )
+    _add_search_flags(p)
+    _add_runtime_args(p)
+    p.add_argument(
+        "--workers",
+        type=_number(int, 1),
+        default=1,
+        help="decode batches in N forked processes sharing the threads (CPU only)",
+    )
+
+
+def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per search setting of :data:`seq2seq.commands.SEARCH_FLAGS`, checked as its
+    config key; unset flags keep the checkpoint's setting."""
     helps = {
         "beam_size": "1 for greedy search",
         "n_best": "hypotheses per sentence; translate then writes 'i ||| text ||| score' lines",
@@ -217,13 +231,6 @@ def _add_search_args(p: argparse.ArgumentParser, exported: bool = False) -> None
             help=f"{helps[name]} (default: the checkpoint's search.{name})",
             **kind,  # type: ignore[arg-type]
         )
-    _add_runtime_args(p)
-    p.add_argument(
-        "--workers",
-        type=_number(int, 1),
-        default=1,
-        help="decode batches in N forked processes sharing the threads (CPU only)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -251,8 +251,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from seq2seq.api import Translator
     from seq2seq.serve.app import create_app, run_server
 
+    search = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name) is not None}
     translators = {
-        model_id: Translator.load(path, device=args.device, threads=args.threads) for model_id, path in models.items()
+        model_id: Translator.load(path, device=args.device, threads=args.threads, **search)
+        for model_id, path in models.items()
     }
     if not is_loopback(args.host):
         print(

@@ -2,7 +2,7 @@
 """`seq2seq serve` under load against `seq2seq translate` on the same sentences.
 
     python scripts/bench/serve_bench.py CKPT SRC [--beam-size 5] [--clients 1 8 32] [--rounds 2]
-        [--requests 1000] [--port 8765] [--json]
+        [--requests 1000] [--port 8765] [--flags "--precision bf16 --shortlist 10"] [--json]
 
 Per round, interleaved: (1) `seq2seq translate --checkpoint CKPT --input SRC` in a fresh
 process, timed by the wall clock (model loading included) and by the decoding alone (the
@@ -10,7 +10,8 @@ process's wall time minus the same command on an empty input); (2) for each clie
 fresh `seq2seq serve` on a loopback port and `scripts/load_test.py` sending the first
 ``--requests`` lines of SRC one sentence per request. Prints the median of the rounds and
 each run: sentences/s, and for the server p50/p95/p99 latency, each ratio to translate's
-decoding rate. Every command it runs is printed first.
+decoding rate. ``--flags``: search flags given to both commands alike. Every command it runs
+is printed first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -43,7 +45,7 @@ def run(cmd: list[str]) -> float:
 
 def translate_rate(args: argparse.Namespace, src: Path, empty: Path, out: Path) -> dict[str, float]:
     base = [sys.executable, "-m", "seq2seq", "translate", "--checkpoint", args.checkpoint]
-    base += ["--beam-size", str(args.beam_size), "--output", str(out)]
+    base += ["--beam-size", str(args.beam_size), *shlex.split(args.flags), "--output", str(out)]
     full = run([*base, "--input", str(src)])
     load = run([*base, "--input", str(empty)])
     lines = args.requests
@@ -67,6 +69,7 @@ def wait_healthy(url: str, server: subprocess.Popen[bytes], seconds: float = 120
 def serve_rate(args: argparse.Namespace, src: Path, clients: int) -> dict[str, float]:
     url = f"http://127.0.0.1:{args.port}"
     cmd = [sys.executable, "-m", "seq2seq", "serve", "--checkpoint", args.checkpoint, "--port", str(args.port)]
+    cmd += shlex.split(args.flags)
     print("$", " ".join(cmd), "&", file=sys.stderr)
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--requests", type=int, default=1000, help="sentences: the first N lines of SRC")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--flags", default="", help="search flags for both commands, e.g. '--precision bf16'")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
