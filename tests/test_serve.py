@@ -381,6 +381,8 @@ def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> No
         (["--timeout", "nan"], "--timeout"),
         (["--max-sentences", "100", "--max-queued", "50"], "--max-queued 50 is below --max-sentences 100"),
         (["--checkpoint", "b.pt"], "the model id 'default' is given twice"),
+        (["--beam-size", "0"], "--beam-size"),
+        (["--precision", "fp16"], "--precision"),
     ],
 )
 def test_serve_flags_are_checked_before_any_checkpoint_loads(
@@ -390,6 +392,22 @@ def test_serve_flags_are_checked_before_any_checkpoint_loads(
 
     assert main(["serve", "--checkpoint", "missing.pt", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_serve_search_flags_reach_the_translators(monkeypatch: pytest.MonkeyPatch) -> None:
+    import seq2seq.api
+    import seq2seq.serve.app
+    from seq2seq.cli import main
+
+    loaded: list[dict[str, Any]] = []
+    monkeypatch.setattr(seq2seq.api.Translator, "load", lambda path, **kw: loaded.append({"path": path, **kw}))
+    monkeypatch.setattr(seq2seq.serve.app, "create_app", lambda *args: None)
+    monkeypatch.setattr(seq2seq.serve.app, "run_server", lambda *args: None)
+    flags = ["--checkpoint", "a=x.pt", "--checkpoint", "b=y.pt", "--beam-size", "3", "--shortlist", "10"]
+    assert main(["serve", *flags, "--precision", "fp32", "--threads", "1"]) == 0
+    assert [d["path"] for d in loaded] == ["x.pt", "y.pt"]
+    assert all(d["beam_size"] == 3 and d["shortlist"] == 10 and d["precision"] == "fp32" for d in loaded)
+    assert all("n_best" not in d for d in loaded)  # unset flags keep each checkpoint's setting
 
 
 # --- a tiny trained model -------------------------------------------------------------------
