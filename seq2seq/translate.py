@@ -4,7 +4,6 @@ several forked workers), decode in input order."""
 from __future__ import annotations
 
 import itertools
-import logging
 import multiprocessing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -15,11 +14,10 @@ from seq2seq.config import SearchConfig
 from seq2seq.data.batching import make_source_batch
 from seq2seq.data.shortlist import Shortlist
 from seq2seq.data.subwords import Vocab
-from seq2seq.errors import ConfigError, DataError
+from seq2seq.errors import ConfigError
 from seq2seq.runtime import resolve_precision
 from seq2seq.search import Hypothesis, Searchable, beam_search, greedy_search
-
-log = logging.getLogger(__name__)
+from seq2seq.source_limit import limit_source
 
 
 def check_workers(workers: int, device: torch.device, key: str = "workers") -> None:
@@ -156,24 +154,6 @@ def _in_workers(decode: BatchDecoder, batches: list[list[list[int]]], workers: i
     pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(decode, threads))
     with pool:
         yield from pool.imap(_decode_in_worker, batches)
-
-
-def limit_source(src_ids: list[list[int]], search: SearchConfig, first_line: int = 1) -> list[list[int]]:
-    """Hold each source to ``search.max_source_length`` pieces (0: no limit): a longer one is
-    cut, with a logged warning, or refused (``search.long_source``) with :class:`DataError`;
-    either names the line (``first_line`` is the number of ``src_ids[0]``). A long line costs
-    time quadratic in its length with attention, so one stray line could hold up a whole
-    file or a server."""
-    limit = search.max_source_length
-    if not limit:
-        return src_ids
-    for i, ids in enumerate(src_ids):
-        if len(ids) > limit:
-            what = f"line {first_line + i}: {len(ids)} source pieces, more than search.max_source_length ({limit})"
-            if search.long_source == "refuse":
-                raise DataError(f"{what}; shorten the line, or set search.long_source: truncate")
-            log.warning("%s: translating its first %d pieces only", what, limit)
-    return [ids[:limit] for ids in src_ids]
 
 
 def translate_stream(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,29 +23,13 @@ from typing import Any
 import numpy as np
 
 from seq2seq.config import SearchConfig, from_dict
-from seq2seq.errors import CheckpointError, ConfigError, DataError
+from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.export.directory import Graphs, processor, read_json, session
 from seq2seq.export.search import Hypothesis, beam_search, greedy_search
 from seq2seq.outputs import PairScore, Translation
-
-log = logging.getLogger(__name__)
+from seq2seq.source_limit import limit_source
 
 PRECISIONS = {"auto": "file", "fp32": "file", "int8": "int8"}  # precision -> the graph entry to load
-
-
-def limit_source(src_ids: list[list[int]], search: SearchConfig, first_line: int = 1) -> list[list[int]]:
-    """As :func:`seq2seq.translate.limit_source`: cut each source to ``search.max_source_length``
-    pieces with a warning naming the line, or refuse it (``search.long_source: refuse``)."""
-    limit = search.max_source_length
-    if not limit:
-        return src_ids
-    for i, ids in enumerate(src_ids):
-        if len(ids) > limit:
-            what = f"line {first_line + i}: {len(ids)} source pieces, more than search.max_source_length ({limit})"
-            if search.long_source == "refuse":
-                raise DataError(f"{what}; shorten the line, or set search.long_source: truncate")
-            log.warning("%s: translating its first %d pieces only", what, limit)
-    return [ids[:limit] for ids in src_ids]
 
 
 class ExportedTranslator:
