@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -21,7 +21,9 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seq2seq.errors import Seq2SeqError
 from seq2seq.outputs import Translates
@@ -118,6 +120,39 @@ class Service:
         return JSONResponse(response_body(model, results, req.return_scores, req.return_attention))
 
 
+class Guard:
+    """The API key on ``/v1/*`` and the request counter, as plain ASGI middleware: Starlette's
+    ``@app.middleware("http")`` runs each request in a task of its own with a stream between
+    them, event-loop time that the clients of a batch then wait for
+    (``scripts/bench/serve_bench.py``)."""
+
+    def __init__(self, app: ASGIApp, service: Service, api_key: str | None) -> None:
+        self.app, self.service, self.api_key = app, service, api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        status = 500
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.api_key is not None and path.startswith("/v1/"):
+                _check_key(Headers(scope=scope), self.api_key)
+            await self.app(scope, receive, send_counted)
+        except ApiError as e:
+            await _error_response(e)(scope, receive, send_counted)
+        finally:
+            method = method if method in METHODS else "other"
+            self.service.metrics.count_request(method, path if path in ROUTES else "other", status)
+
+
 def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: str | None = None) -> FastAPI:
     """The application serving ``translators`` (model id -> translator; the first is the
     default); one batcher thread decodes for all of them."""
@@ -138,18 +173,7 @@ def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: s
     app.state.service = service
     _add_error_handlers(app)
 
-    @app.middleware("http")
-    async def count_and_guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        try:
-            if api_key is not None and path.startswith("/v1/"):
-                _check_key(request, api_key)
-            response = await call_next(request)
-        except ApiError as e:
-            response = _error_response(e)
-        method = request.method if request.method in METHODS else "other"
-        service.metrics.count_request(method, path if path in ROUTES else "other", response.status_code)
-        return response
+    app.add_middleware(Guard, service=service, api_key=api_key)
 
     app.get("/", response_class=HTMLResponse, include_in_schema=False)(page)
     app.get("/health", summary="whether the server answers, and its queue")(service.health)
@@ -202,9 +226,9 @@ async def page() -> HTMLResponse:
     return HTMLResponse(_page(), headers={"Content-Security-Policy": PAGE_POLICY})
 
 
-def _check_key(request: Request, api_key: str) -> None:
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
+def _check_key(headers: Headers, api_key: str) -> None:
+    given = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
     if given is None and auth.lower().startswith("bearer "):
         given = auth[7:].strip()
     if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
