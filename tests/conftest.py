@@ -12,11 +12,13 @@ the rest in about a minute.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,36 @@ def seeded_rng(what: str) -> random.Random:
     seed = int(os.environ.get(SEED_VARIABLE) or random.SystemRandom().randrange(2**32))
     log.warning("%s: %s=%d", what, SEED_VARIABLE, seed)
     return random.Random(seed)
+
+
+def bare_constants(path: Path) -> list[str]:
+    """The lines of a ``metrics.jsonl`` that are JSON only to a lenient reader: a bare NaN or
+    Infinity, which strict readers refuse. Lines that are not JSON at all (files the
+    bad-input tests write on purpose) are not counted."""
+
+    def refuse(constant: str) -> float:
+        raise ValueError(constant)
+
+    bad = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        try:
+            json.loads(line, parse_constant=refuse)
+        except ValueError:
+            bad.append(f"{path}:{number}: {line}")
+    return bad
+
+
+@pytest.fixture(scope="session", autouse=True)
+def strict_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session: every ``metrics.jsonl`` that any test's training wrote is strict
+    JSON on every line (an error at teardown fails the run)."""
+    yield
+    bad = [line for path in tmp_path_factory.getbasetemp().rglob("metrics.jsonl") for line in bare_constants(path)]
+    assert not bad, "metrics.jsonl lines with a bare NaN or Infinity:\n" + "\n".join(bad[:10])
 
 
 @pytest.fixture

@@ -233,3 +233,13 @@ def test_sigterm_to_torchrun_saves_once_and_every_rank_stops(tmp_path: Path) -> 
     resume = [*cmd, "--set", f"training.max_steps={saved + 2}", "--resume"]
     subprocess.run(resume, check=True, env=env, timeout=300, capture_output=True)
     assert read_checkpoint(run / "last.pt").train_state["progress"]["step"] == saved + 2  # type: ignore[index]
+
+
+def test_the_session_check_finds_bare_constants(tmp_path: Path) -> None:
+    """conftest's strict_metrics check (run over every metrics.jsonl of the session) sees a
+    bare NaN or Infinity, and only those."""
+    from conftest import bare_constants
+
+    path = tmp_path / "lenient.jsonl"  # not metrics.jsonl: the session check would find it
+    path.write_text('{"loss": 1.0}\n{"loss": NaN}\nnot json\n{"loss": "nan"}\n{"a": -Infinity}\n', encoding="utf-8")
+    assert [line.split(": ", 1)[1] for line in bare_constants(path)] == ['{"loss": NaN}', '{"a": -Infinity}']
