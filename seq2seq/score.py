@@ -55,19 +55,6 @@ def join_scored(fields: list[str], fmt: str, total: float, per_token: float) -> 
     return MOSES_SEP.join(fields)
 
 
-def pair_log_probs(
-    model: torch.nn.Module,
-    src_ids: Sequence[list[int]],
-    tgt_ids: Sequence[list[int]],
-    tgt_vocab: Vocab,
-    device: torch.device,
-    batch_size: int = 64,
-) -> list[float]:
-    """log p(target + EOS | source) of each pair, teacher forced, in length-sorted batches;
-    in input order. A batch gives each pair what it gives alone (padding is masked)."""
-    return [total for total, _ in pair_token_log_probs(model, src_ids, tgt_ids, tgt_vocab, device, batch_size)]
-
-
 def pair_token_log_probs(
     model: torch.nn.Module,
     src_ids: Sequence[list[int]],
@@ -76,8 +63,10 @@ def pair_token_log_probs(
     device: torch.device,
     batch_size: int = 64,
 ) -> list[tuple[float, list[float]]]:
-    """:func:`pair_log_probs` with each target piece's log-probability: per pair, the total
-    and the len(target) + 1 terms it sums (EOS's last)."""
+    """log p(target + EOS | source) of each pair, teacher forced, in length-sorted batches,
+    in input order, with each target piece's log-probability: per pair, the total and the
+    len(target) + 1 terms it sums (EOS's last). A batch gives each pair what it gives alone
+    (padding is masked)."""
     data = ParallelData(*_flat(src_ids), *_flat(tgt_ids))
     order = np.lexsort((data.tgt_lengths, data.src_lengths))[::-1]
     scores: list[tuple[float, list[float]]] = [(0.0, [])] * len(src_ids)

@@ -251,9 +251,3 @@ def forced_log_probs(model: Any, src: Tensor, src_lengths: Tensor, tgt_in: Tenso
         log_probs = torch.log_softmax(model.logits(model(src, src_lengths, tgt_in)).float(), dim=-1)
     picked = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(tgt_out == pad, 0.0)
-
-
-def score_pairs(model: Any, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor, pad: int) -> Tensor:
-    """The total log-probability of each (N,) forced target sequence (EOS included); see
-    :func:`forced_log_probs`."""
-    return forced_log_probs(model, src, src_lengths, tgt_in, tgt_out, pad).sum(dim=1)

@@ -180,23 +180,3 @@ def translate_stream(
         for ids, hyps in zip(src_ids, decoded):
             yield ids, list(zip(tgt_vocab.decode([h.tokens for h in hyps]), hyps))
         first_line += len(chunk)
-
-
-def translate_lines(
-    model: Searchable,
-    lines: Iterable[str],
-    search: SearchConfig,
-    src_vocab: Vocab,
-    tgt_vocab: Vocab,
-    device: torch.device,
-    chunk_lines: int = 10_000,
-    attention: bool = False,
-    shortlist: Shortlist | None = None,
-    workers: int = 1,
-) -> Iterator[list[tuple[str, Hypothesis]]]:
-    """:func:`translate_stream` without the source ids: each line's n-best (text,
-    hypothesis) pairs, best first, in input order."""
-    for _, nbest in translate_stream(
-        model, lines, search, src_vocab, tgt_vocab, device, chunk_lines, attention, shortlist, workers
-    ):
-        yield nbest

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,12 @@ def write_untrained_checkpoint(path: Path, corpus: Path, decoder_type: str = "lu
     model = build_model(config.model, len(vocab), len(vocab), padding_idx=vocab.pad_id)
     save_checkpoint(path, config, model, vocab, vocab)
     return path
+
+
+def translate_lines(*args: Any, **kwargs: Any) -> Iterator[list[tuple[str, Any]]]:
+    """:func:`seq2seq.translate.translate_stream` without the source ids: each line's n-best
+    (text, hypothesis) pairs, best first, in input order."""
+    from seq2seq.translate import translate_stream
+
+    for _, nbest in translate_stream(*args, **kwargs):
+        yield nbest

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import translate_lines
 
 from seq2seq.average import average_checkpoints
 from seq2seq.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -20,7 +21,6 @@ from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
 from seq2seq.data.subwords import Vocab, train_sentencepiece
 from seq2seq.errors import CheckpointError
 from seq2seq.models import build_model
-from seq2seq.translate import translate_lines
 
 SENTENCES = [f"ein {w} sieht {v} im Park" for w in ("Hund", "Mann", "Kind") for v in ("Vögel", "Bälle")] * 5
 

@@ -11,7 +11,7 @@ from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, RunConfig
 from seq2seq.data.subwords import Vocab, train_sentencepiece
 from seq2seq.errors import CheckpointError
 from seq2seq.models import build_model
-from seq2seq.translate import translate_lines
+from seq2seq.translate import translate_stream
 
 SENTENCES = [f"ein {w} sieht {v} im Park" for w in ("Hund", "Mann", "Kind") for v in ("Vögel", "Bälle")] * 5
 
@@ -38,9 +38,9 @@ def test_round_trip_gives_identical_translations(tmp_path: Path, vocab: Vocab) -
         assert torch.equal(value, loaded.model.state_dict()[key])
     lines = SENTENCES[:4]
     device = torch.device("cpu")
-    before = list(translate_lines(model, lines, config.search, vocab, vocab, device))
-    after = list(translate_lines(loaded.model, lines, config.search, vocab, vocab, device))
-    assert [[t for t, _ in n] for n in before] == [[t for t, _ in n] for n in after]
+    before = list(translate_stream(model, lines, config.search, vocab, vocab, device))
+    after = list(translate_stream(loaded.model, lines, config.search, vocab, vocab, device))
+    assert [[t for t, _ in n] for _, n in before] == [[t for t, _ in n] for _, n in after]
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path, vocab: Vocab) -> None:

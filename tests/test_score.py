@@ -16,7 +16,7 @@ from conftest import TINY, WORDS, data_overrides, write_toy_corpus
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli import main
-from seq2seq.score import pair_log_probs
+from seq2seq.score import pair_token_log_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,10 +47,10 @@ def unpadded(path: Path, pairs: list[tuple[str, str]]) -> list[float]:
         groups.setdefault((len(src[i]), len(tgt[i])), []).append(i)
     scores = [0.0] * len(pairs)
     for group in groups.values():
-        totals = pair_log_probs(
+        scored = pair_token_log_probs(
             loaded.model, [src[i] for i in group], [tgt[i] for i in group], loaded.tgt_vocab, torch.device("cpu"), 1000
         )
-        for i, total in zip(group, totals):
+        for i, (total, _) in zip(group, scored):
             scores[i] = total
     return scores
 

@@ -5,7 +5,7 @@ import torch
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models import build_model
-from seq2seq.search import beam_search, forced_log_probs, greedy_search, length_penalty, score_pairs, select
+from seq2seq.search import beam_search, forced_log_probs, greedy_search, length_penalty, select
 
 V, BOS, EOS, PAD = 30, 2, 3, 0
 
@@ -86,7 +86,7 @@ def test_hypothesis_log_prob_equals_forced_decoding(model: torch.nn.Module) -> N
     for i, h in enumerate(hyps):
         tgt_in[i, : len(h.tokens) + 1] = torch.tensor([BOS, *h.tokens])
         tgt_out[i, : len(h.tokens) + 1] = torch.tensor([*h.tokens, EOS])
-    forced = score_pairs(model, src, lengths, tgt_in, tgt_out, PAD)
+    forced = forced_log_probs(model, src, lengths, tgt_in, tgt_out, PAD).sum(dim=1)
     assert forced.tolist() == pytest.approx([h.log_prob for h in hyps], abs=1e-4)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_toy_corpus, write_untrained_checkpoint
+from conftest import translate_lines, write_toy_corpus, write_untrained_checkpoint
 
 from seq2seq.cli import main
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, SearchConfig
@@ -19,7 +19,6 @@ from seq2seq.data.subwords import Vocab, train_sentencepiece
 from seq2seq.errors import ConfigError
 from seq2seq.lines import split_lines
 from seq2seq.models import build_model
-from seq2seq.translate import translate_lines
 
 LINES = ["ein Hund", "", "zwei kleine Kinder spielen im Wasser am Strand", "Mann", "eine Frau liest ein Buch"]
 
