@@ -29,6 +29,7 @@ from seq2seq.outputs import PairScore, Translation
 from seq2seq.runtime import pick_device, set_threads
 from seq2seq.score import pair_token_log_probs
 from seq2seq.search import Hypothesis, Searchable
+from seq2seq.source_limit import searched_lengths
 from seq2seq.translate import check_shortlist, check_workers, translate_stream
 
 SEARCH_KEYS = tuple(f.name for f in dataclasses.fields(SearchConfig))
@@ -211,9 +212,7 @@ class Translator:
     def source_lengths(self, lines: Sequence[str]) -> list[int]:
         """Source pieces per line, as searched (after a ``max_source_length`` cut): what a
         token budget counts. Refuses no line: :meth:`translate` names a line too long."""
-        src_ids = self.src_vocab.encode([line.strip() for line in lines])
-        limit = self.search.max_source_length
-        return [min(len(ids), limit) if limit else len(ids) for ids in src_ids]
+        return searched_lengths(self.src_vocab.encode([line.strip() for line in lines]), self.search)
 
     @property
     def attends(self) -> bool:

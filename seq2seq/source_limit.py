@@ -28,3 +28,10 @@ def limit_source(src_ids: list[list[int]], search: SearchConfig, first_line: int
                 raise DataError(f"{what}; shorten the line, or set search.long_source: truncate")
             log.warning("%s: translating its first %d pieces only", what, limit)
     return [ids[:limit] for ids in src_ids]
+
+
+def searched_lengths(src_ids: list[list[int]], search: SearchConfig) -> list[int]:
+    """Each source's pieces as :func:`limit_source` leaves them (what a token budget
+    counts); refuses nothing: the search names a line too long."""
+    limit = search.max_source_length
+    return [min(len(ids), limit) if limit else len(ids) for ids in src_ids]

@@ -27,7 +27,7 @@ from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.export.directory import Graphs, processor, read_json, session
 from seq2seq.export.search import Hypothesis, beam_search, greedy_search
 from seq2seq.outputs import PairScore, Translation
-from seq2seq.source_limit import limit_source
+from seq2seq.source_limit import limit_source, searched_lengths
 
 PRECISIONS = {"auto": "file", "fp32": "file", "int8": "int8"}  # precision -> the graph entry to load
 
@@ -140,8 +140,7 @@ class ExportedTranslator:
 
     def source_lengths(self, lines: Sequence[str]) -> list[int]:
         """Source pieces per line, as searched (after a ``max_source_length`` cut)."""
-        limit = self.search.max_source_length
-        return [min(len(ids), limit) if limit else len(ids) for ids in self._encode(lines)]
+        return searched_lengths(self._encode(lines), self.search)
 
     def _encode(self, lines: Iterable[str]) -> list[list[int]]:
         ids: list[list[int]] = self.src_sp.encode([line.strip() for line in lines], out_type=int)
