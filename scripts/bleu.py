@@ -11,11 +11,7 @@ import json
 import sys
 
 from seq2seq.evaluate import format_scores, score_corpus
-
-
-def read(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f]
+from seq2seq.lines import read_lines
 
 
 def main() -> int:
@@ -25,7 +21,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     try:
-        scores = score_corpus(read(args.hyp), read(args.ref))
+        scores = score_corpus(read_lines(args.hyp), read_lines(args.ref))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         print(f"bleu.py: error: {e}", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ from seq2seq.data.sources import load_corpus
 from seq2seq.errors import Seq2SeqError
 from seq2seq.evaluate import score_corpus
 from seq2seq.export.quantize import KEEP_FLOAT, RECURRENCE, quantize
+from seq2seq.lines import read_lines
 
 # What seq2seq.export.runtime imports beside the standard library (pyyaml: seq2seq.config).
 RUNTIME = ["onnxruntime", "numpy", "sentencepiece", "yaml"]
@@ -71,7 +72,7 @@ def translate(model: list[str], source: Path, output: Path, flags: list[str], th
 def corpus(args: argparse.Namespace, work: Path) -> tuple[Path, list[str]]:
     """The source file and the references: --src/--ref, or the checkpoint config's test split."""
     if args.src:
-        return Path(args.src), Path(args.ref).read_text(encoding="utf-8").splitlines()
+        return Path(args.src), read_lines(args.ref)
     try:
         config = read_checkpoint(args.checkpoint).config
     except Seq2SeqError as e:
@@ -99,7 +100,7 @@ def quality(args: argparse.Namespace, work: Path, export: Path, source: Path, re
         for name, (model, flags) in systems.items():
             out = work / f"{name.replace(' ', '_')}.beam{beam}.txt"
             translate(model, source, out, [*flags, "--beam-size", str(beam)], args.threads)
-            outputs[name] = out.read_text(encoding="utf-8").splitlines()
+            outputs[name] = read_lines(out)
         base = outputs["torch fp32"]
         base_bleu = score_corpus(base, refs)["bleu"]
         for name, lines in outputs.items():
@@ -130,7 +131,7 @@ def variant(export: Path, work: Path, label: str, keep: tuple[str, ...]) -> Path
 def speed(args: argparse.Namespace, work: Path, export: Path, source: Path, has_shortlist: bool) -> None:
     print(f"\n== process wall time, {args.lines} lines, beam 5, loading included ({args.rounds} interleaved rounds)")
     head = work / "speed.src"
-    lines = source.read_text(encoding="utf-8").splitlines()[: args.lines]
+    lines = read_lines(source)[: args.lines]
     head.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     ckpt, model = ["--checkpoint", args.checkpoint], ["--model", str(export)]
     systems = {"torch fp32": (ckpt, ["--precision", "fp32"])}
