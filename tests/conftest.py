@@ -125,11 +125,19 @@ def multi30k_dir() -> Path:
     return path
 
 
-def write_untrained_checkpoint(path: Path, corpus: Path, decoder_type: str = "luong", **search: object) -> Path:
+def write_untrained_checkpoint(
+    path: Path,
+    corpus: Path,
+    decoder_type: str = "luong",
+    sides: tuple[str, ...] = ("src", "tgt"),
+    test: bool = True,
+    **search: object,
+) -> Path:
     """An untrained tiny model (seeded, so always the same) saved as a checkpoint at
-    ``path``, with SentencePiece models trained on ``corpus`` (:func:`write_toy_corpus`) and
-    that corpus as its dev and test set; ``search``: its search section. Written in well under
-    a second: for tests of what happens around a model, not of what it learnt."""
+    ``path``, with SentencePiece models trained on the ``sides`` of ``corpus``
+    (:func:`write_toy_corpus`) and that corpus as its dev set (and test set, if ``test``);
+    ``search``: its search section. Written in well under a second: for tests of what happens
+    around a model, not of what it learnt."""
     import torch
 
     from seq2seq.checkpoint import save_checkpoint
@@ -145,11 +153,11 @@ def write_untrained_checkpoint(path: Path, corpus: Path, decoder_type: str = "lu
     from seq2seq.data.subwords import Vocab, train_sentencepiece
     from seq2seq.models import build_model
 
-    lines = [*(corpus / "train.src").read_text().splitlines(), *(corpus / "train.tgt").read_text().splitlines()]
+    lines = [line for side in sides for line in (corpus / f"train.{side}").read_text().splitlines()]
     vocab = Vocab(train_sentencepiece(lines, "unigram", 40))
     split = CorpusConfig(format="text", path=f"{corpus}/dev")
     config = RunConfig(
-        data=DataConfig(src_lang="src", tgt_lang="tgt", train=split, dev=split, test=split),
+        data=DataConfig(src_lang="src", tgt_lang="tgt", train=split, dev=split, test=split if test else None),
         model=ModelConfig(
             encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
             decoder=DecoderConfig(

@@ -29,21 +29,10 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, TINY, write_toy_corpus
+from conftest import ROOT, TINY, write_toy_corpus, write_untrained_checkpoint
 
-from seq2seq.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
+from seq2seq.checkpoint import read_checkpoint, write_checkpoint
 from seq2seq.cli import main
-from seq2seq.config import (
-    CorpusConfig,
-    DataConfig,
-    DecoderConfig,
-    EncoderConfig,
-    ModelConfig,
-    RunConfig,
-    SearchConfig,
-)
-from seq2seq.data.subwords import Vocab, train_sentencepiece
-from seq2seq.models import build_model
 
 MISSING = "/nonexistent/model.pt"  # never there: the row's check must come before any checkpoint is read
 
@@ -57,30 +46,12 @@ class Env:
     corpus: Path  # the toy corpus (train.src, train.tgt, dev.src, dev.tgt)
 
 
-def _checkpoint(path: Path, corpus: Path, decoder: str, words: str, test: bool) -> Path:
-    text = (corpus / f"train.{words}").read_text(encoding="utf-8").splitlines()
-    vocab = Vocab(train_sentencepiece(text, "unigram", 40))
-    split = CorpusConfig(format="text", path=f"{corpus}/dev")
-    config = RunConfig(
-        data=DataConfig(src_lang="src", tgt_lang="tgt", train=split, dev=split, test=split if test else None),
-        model=ModelConfig(
-            encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
-            decoder=DecoderConfig(type=decoder, embedding_dim=8, hidden_size=8, output_size=8),
-        ),
-        search=SearchConfig(beam_size=2, max_length_b=5, batch_size=16),
-    )
-    torch.manual_seed(0)
-    model = build_model(config.model, len(vocab), len(vocab), padding_idx=vocab.pad_id)
-    save_checkpoint(path, config, model, vocab, vocab)
-    return path
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     corpus = write_toy_corpus(tmp_path_factory.mktemp("corpus"))
     models = tmp_path_factory.mktemp("models")
-    ckpt = _checkpoint(models / "model.pt", corpus, "bahdanau", "src", test=True)
-    ctx = _checkpoint(models / "context.pt", corpus, "context", "tgt", test=False)
+    ckpt = write_untrained_checkpoint(models / "model.pt", corpus, "bahdanau", sides=("src",))
+    ctx = write_untrained_checkpoint(models / "context.pt", corpus, "context", sides=("tgt",), test=False)
     return Env(ckpt, ctx, corpus)
 
 
