@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import Loaded, load_checkpoint, vocab_difference
-from seq2seq.config import RunConfig, SearchConfig, TrainingConfig, check_n_best, check_value
+from seq2seq.config import RunConfig, SearchConfig, TrainingConfig, check_n_best, check_value, with_search
 from seq2seq.ensemble import Ensemble
 from seq2seq.errors import ConfigError
 from seq2seq.outputs import PairScore, Translation
@@ -140,9 +140,7 @@ class Translator:
 
     def settings(self, beam_size: int | None = None, n_best: int | None = None) -> SearchConfig:
         """The search settings with a call's overrides, checked as the flags are."""
-        given = {"beam_size": beam_size, "n_best": n_best}
-        changes = {k: check_value(SearchConfig, k, v, k) for k, v in given.items() if v is not None}
-        return dataclasses.replace(self.search, **changes)  # checks n_best against beam_size
+        return with_search(self.search, beam_size=beam_size, n_best=n_best)
 
     def translate(
         self,

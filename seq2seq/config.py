@@ -279,6 +279,14 @@ class SearchConfig:
         check_compile("search", self.compile, self.kernels)
 
 
+def with_search(search: SearchConfig, **given: Any) -> SearchConfig:
+    """``search`` with the settings ``given`` by one call (a translate call, a request), each
+    checked as its config key and flag are (None: keep ``search``'s); n_best against
+    beam_size as :class:`SearchConfig` checks it."""
+    changes = {k: check_value(SearchConfig, k, v, k) for k, v in given.items() if v is not None}
+    return dataclasses.replace(search, **changes) if changes else search
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from seq2seq.config import SearchConfig, from_dict
+from seq2seq.config import SearchConfig, from_dict, with_search
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.export.directory import Graphs, processor, read_json, session
 from seq2seq.export.search import Hypothesis, beam_search, greedy_search
@@ -147,11 +147,7 @@ class ExportedTranslator:
         return ids
 
     def _settings(self, beam_size: int | None, n_best: int | None) -> SearchConfig:
-        given = {k: v for k, v in (("beam_size", beam_size), ("n_best", n_best)) if v is not None}
-        if not given:
-            return self.search
-        settings: SearchConfig = from_dict(SearchConfig, {**dataclasses.asdict(self.search), **given}, "search")
-        return settings
+        return with_search(self.search, beam_size=beam_size, n_best=n_best)
 
     def translate(
         self,
