@@ -49,13 +49,18 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
         yield f
 
 
+def _search_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The search flags given on the command line (SEARCH_FLAGS), by setting name."""
+    return {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name, None) is not None}
+
+
 def _open_translator(args: argparse.Namespace, paths: list[str], **fixed: Any) -> Translator:
     """The checkpoints ``paths`` as a :class:`~seq2seq.api.Translator`, its search settings
     the first checkpoint's overridden by the search flags given (and ``fixed``); the checks
     that need no checkpoint run before any is loaded, and errors name the flags."""
     from seq2seq.api import LoadOptions, Translator
 
-    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name, None) is not None}
+    given = _search_flags(args)
     options = LoadOptions(args.device, args.threads, getattr(args, "workers", 1), {**given, **fixed}, flags=True)
     return Translator.open(paths, options)
 
@@ -65,7 +70,7 @@ def _open_exported(args: argparse.Namespace) -> ExportedTranslator:
     runtime, its search settings overridden by the search flags given; ``--int8``: its int8 graphs."""
     from seq2seq.export.runtime import load_exported
 
-    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name, None) is not None}
+    given = _search_flags(args)
     given["precision"] = "int8" if args.int8 else given.get("precision")
     options = dict(device=args.device, threads=args.threads, workers=args.workers)
     return load_exported(args.model, **options, **given)
@@ -251,9 +256,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from seq2seq.api import Translator
     from seq2seq.serve.app import create_app, run_server
 
-    search = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name) is not None}
     translators = {
-        model_id: Translator.load(path, device=args.device, threads=args.threads, **search)
+        model_id: Translator.load(path, device=args.device, threads=args.threads, **_search_flags(args))
         for model_id, path in models.items()
     }
     if not is_loopback(args.host):
