@@ -1,6 +1,7 @@
 """Divergence: updates with a non-finite loss or gradient norm are skipped, too many in a row
 stop the run, non-finite weights are never written, and a loss far above its running average
-is logged. Also the strict-JSON form of a metrics record (no bare NaN or Infinity).
+is logged (and counted in the log window's ``loss_spikes``, :class:`~seq2seq.train.logs.Window`).
+Also the strict-JSON form of a metrics record (no bare NaN or Infinity).
 
 A skipped update leaves the weights and the optimizer's moments as they were (the gradients are
 dropped), as mixed-precision training does for an overflowing step (Micikevicius et al. 2018):
@@ -52,15 +53,16 @@ class DivergenceGuard:
     def finite(loss: float, grad_norm: float) -> bool:
         return math.isfinite(loss) and math.isfinite(grad_norm)
 
-    def record(self, step: int, ok: bool, loss: float, grad_norm: float, last_saved: int | None) -> None:
+    def record(self, step: int, ok: bool, loss: float, grad_norm: float, last_saved: int | None) -> bool:
         """Count update ``step`` (``ok``: applied; else skipped, with its per-token ``loss`` and
-        ``grad_norm`` for the log). Raises :class:`TrainingError` at ``max_bad_updates`` skipped
-        in a row; ``last_saved`` is the step ``last.pt`` holds, for the message."""
+        ``grad_norm`` for the log). Returns whether an applied update's loss was a spike (far
+        above the running average; the log window counts them). Raises :class:`TrainingError`
+        at ``max_bad_updates`` skipped in a row; ``last_saved`` is the step ``last.pt`` holds,
+        for the message."""
         s = self.state
         if ok:
             s.bad_in_row = 0
-            self._watch(step, loss)
-            return
+            return self._watch(step, loss)
         s.bad_in_row, s.skipped = s.bad_in_row + 1, s.skipped + 1
         log.warning(
             "step %d: non-finite training loss (%s) or gradient norm (%s); update skipped (%d in a row, %d in all)",
@@ -77,14 +79,18 @@ class DivergenceGuard:
                 f"gradient norm ({held}); lower training.learning_rate ({self.learning_rate:g}) or "
                 "training.clip_grad_norm, or raise training.max_bad_updates"
             )
+        return False
 
-    def _watch(self, step: int, loss: float) -> None:
-        """Warn when ``loss`` (per token) is far above the running average of the losses before it."""
+    def _watch(self, step: int, loss: float) -> bool:
+        """Warn when ``loss`` (per token) is far above the running average of the losses before
+        it; returns whether it was."""
         s = self.state
-        if s.seen >= WARMUP and loss > SPIKE_FACTOR * s.loss_average:
+        spike = s.seen >= WARMUP and loss > SPIKE_FACTOR * s.loss_average
+        if spike:
             log.warning("step %d: training loss %.4g is far above its running average %.4g", step, loss, s.loss_average)
         s.loss_average = loss if s.seen == 0 else DECAY * s.loss_average + (1 - DECAY) * loss
         s.seen += 1
+        return spike
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.state)

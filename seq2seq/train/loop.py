@@ -29,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -65,6 +65,15 @@ class Progress:
     bad_validations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     validation_due: bool = False  # an interruption cut short the validation of this step
+
+
+class Update(NamedTuple):
+    """What one optimizer update did, for the log window (:class:`~seq2seq.train.logs.Window`)."""
+
+    loss: float  # summed over the target tokens; not finite for a skipped update
+    targets: int  # target tokens
+    grad_norm: float  # the global gradient norm before clipping
+    spike: bool  # the loss was far above its running average (seq2seq.train.guard)
 
 
 class Trainer:
@@ -189,12 +198,13 @@ class Trainer:
                     self.tensorboard.add_scalar(key, value, record["step"])
 
     # --- the loop -----------------------------------------------------------------------
-    def update(self, batches: list[Batch]) -> tuple[float, int]:
+    def update(self, batches: list[Batch]) -> Update:
         """One optimizer update over ``batches`` (gradient accumulation); returns the summed
-        loss and target tokens. Each batch's loss is normalised by its own token count, and the
-        gradient is the mean over the batches (and, under DDP, over the ranks): W ranks with K
-        batches each make the same update as one process with W * K batches. An update whose
-        loss or gradient norm is not finite (on any rank) is skipped (:mod:`seq2seq.train.guard`)."""
+        loss and target tokens, the pre-clip gradient norm and whether the loss spiked. Each
+        batch's loss is normalised by its own token count, and the gradient is the mean over the
+        batches (and, under DDP, over the ranks): W ranks with K batches each make the same
+        update as one process with W * K batches. An update whose loss or gradient norm is not
+        finite (on any rank) is skipped (:mod:`seq2seq.train.guard`)."""
         tc = self.config.training
         lr = self.schedule.lr(self.progress.step + 1)
         for group in self.optimizer.param_groups:
@@ -221,8 +231,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.guard.record(self.progress.step + 1, ok, per_token, norm, self.last_saved)
-        return total, tokens
+        spike = self.guard.record(self.progress.step + 1, ok, per_token, norm, self.last_saved)
+        return Update(total, tokens, norm, spike)
 
     def run(self) -> None:
         """Train until a budget or patience runs out. On SIGINT or SIGTERM, save ``last.pt``
@@ -247,7 +257,7 @@ class Trainer:
 
     def _run(self, started: float, bar: Any) -> None:
         tc, p = self.config.training, self.progress
-        train, window = self.data.train, Window()
+        train, window = self.data.train, Window(tc.clip_grad_norm)
         if p.validation_due:  # an interruption cut this step's validation short
             self.validate_and_save()
         while not self.finished(started):
@@ -262,11 +272,12 @@ class Trainer:
             while p.batch_in_epoch < len(plan) and not self.finished(started):
                 group = plan[p.batch_in_epoch : p.batch_in_epoch + tc.accumulate]
                 batches = [self.make(train, idx) for idx in group]
-                loss, targets = self.update(batches)
+                loss, targets, norm, spike = self.update(batches)
                 p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + len(group)
                 p.elapsed = time.perf_counter() - started
                 applied = math.isfinite(loss)  # a skipped update's loss is not averaged in
-                window.add(loss if applied else 0.0, targets if applied else 0, sum(b.num_tokens for b in batches))
+                tokens = sum(b.num_tokens for b in batches)
+                window.add(loss if applied else 0.0, targets if applied else 0, tokens, norm, spike)
                 if p.step % tc.log_every == 0:
                     self.log_train(window, bar)
                 stop, save_now = self.world.any_each([self.interrupts.requested, self.save_due()])
