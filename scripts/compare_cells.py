@@ -1,124 +1,296 @@
 #!/usr/bin/env python
-"""Train the same model with each recurrent cell on the same data and wall-time budget,
-then tabulate and plot the runs, in the manner of Chung et al. (2014) and Jozefowicz et
-al. (2015).
+"""Every recurrent cell in the same attention model and recipe, for the same number of
+updates, with several seeds; then the cells' training and decoding speed, measured apart
+and interleaved. In the manner of Chung et al. (2014) and Jozefowicz et al. (2015).
 
-    python scripts/compare_cells.py CONFIG --out-dir DIR [--cells gru,lstm,...]
-                                   [--minutes M] [--set KEY=VALUE ...] [--report-only]
+    python scripts/compare_cells.py CONFIG --out-dir DIR [--cells rnn,gru,...] [--seeds 1,2]
+        [--steps N] [--validate-every K] [--jobs J] [--speed-rounds R] [--speed-steps N]
+        [--set KEY=VALUE ...]
+    python scripts/compare_cells.py --out-dir DIR --report-only [--cells ...]
 
-Each cell runs ``seq2seq train CONFIG`` in DIR/CELL with the cell in the encoder and the
-decoder (``lstmp`` projects to half the hidden size) and ``training.max_minutes: M``, then
-``seq2seq evaluate --split test`` on its best.pt. Written to DIR:
+Training: each cell and seed runs ``seq2seq train CONFIG`` in DIR/runs/CELL-sSEED with the cell
+in the encoder and the decoder (``lstmp`` projects to half the hidden size), training.seed
+SEED, max_steps N (no epoch or time limit, no early stop), validate_every K and threads 1,
+J runs at a time (J at most the cores: each run has one to itself), then ``seq2seq evaluate
+--split test --beam-size 5`` on its best.pt. DIR/runs/CELL-sSEED.json is written as each run
+ends (its log: DIR/runs/CELL-sSEED.log); a run whose JSON holds the same settings is not run
+again, so a stopped experiment continues where it was.
 
-- ``cells.md``: parameters, training tokens/s (median of the logged windows; real source
-  and target pieces), seconds per epoch at that speed (the training set's pieces / tokens/s,
-  validations excluded), updates, best dev BLEU (greedy) with that checkpoint's dev
-  perplexity, and test BLEU (the config's search);
-- ``cells.png``: dev BLEU against training wall-clock minutes, one line per cell
-  (needs matplotlib: ``pip install -e '.[plot]'``).
+Speed (alone, one thread): for R rounds, each cell in turn trains N updates of a fresh model on
+the same batches (after 5 updates of warm-up) and decodes the test set with beam 5 using its
+first seed's best.pt; the median per cell goes to DIR/speed.json. ``--speed-rounds 0`` skips it.
 
-``--report-only`` rebuilds both from the runs already in DIR.
+Report, rebuilt from DIR alone by ``--report-only``:
+
+- ``cells.md``: per cell, parameters, test BLEU (beam 5; mean and each seed), best dev BLEU
+  (greedy validation, mean), training tokens/s (real source and target pieces), seconds per
+  update and per epoch (the training set's pieces at that rate), decoding sentences/s;
+- ``cells.png``: dev BLEU against updates and against training wall-clock (validations
+  included; J runs shared the machine), the mean of the seeds, one line per cell (needs
+  matplotlib: ``pip install -e '.[plot]'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from seq2seq.checkpoint import read_checkpoint
-from seq2seq.config import CELLS, cell_overrides, load_config
-from seq2seq.errors import Seq2SeqError
+from seq2seq.config import CELLS, RunConfig, cell_overrides, load_config
+from seq2seq.errors import ConfigError, Seq2SeqError
+
+WARMUP_UPDATES = 5  # before the timed updates of the speed phase
+TEST_BEAM = 5
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    parser.add_argument("config", nargs="?", help="the run config (not needed with --report-only)")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated (default: every cell)")
-    parser.add_argument("--minutes", type=float, default=3.0, help="training budget per cell")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--report-only", action="store_true", help="tabulate and plot existing runs")
+    parser.add_argument("--cells", help="comma-separated (default: every cell; with --report-only: those in DIR)")
+    parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=2000, help="updates per run (default: %(default)s)")
+    parser.add_argument("--validate-every", type=int, default=250, help="updates (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: %(default)s)")
+    parser.add_argument("--speed-rounds", type=int, default=3, help="interleaved speed rounds; 0: none")
+    parser.add_argument("--speed-steps", type=int, default=30, help="timed updates per cell and round")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--report-only", action="store_true", help="tabulate and plot the runs already in DIR")
     args = parser.parse_args(argv)
     try:
-        return _compare(args)
+        return compare(args)
     except (Seq2SeqError, OSError) as e:  # a config, run directory or checkpoint that cannot be used
         print(f"compare_cells.py: error: {e}", file=sys.stderr)
         return 2
-    except subprocess.CalledProcessError as e:  # the command printed its own error
-        print(f"compare_cells.py: error: {' '.join(map(str, e.cmd[:4]))} ... exited {e.returncode}", file=sys.stderr)
-        return e.returncode
 
 
-def _compare(args: argparse.Namespace) -> int:
-    out, cells = Path(args.out_dir), args.cells.split(",")
-    base = load_config(args.config, args.set)
+def compare(args: argparse.Namespace) -> int:
+    out = Path(args.out_dir)
+    cells = _names(args.cells, "--cells", CELLS) if args.cells else None
+    failed: list[str] = []
     if not args.report_only:
-        for cell in cells:
-            run(args, cell, cell_overrides(cell, base), out / cell)
-    tokens = epoch_tokens(args.config, [*args.set, *cell_overrides(cells[0], base)], out / cells[0])
-    summaries = [summarize(cell, out / cell, tokens) for cell in cells]
-    table = markdown(summaries)
-    (out / "cells.md").write_text(table, encoding="utf-8")
+        if not args.config:
+            raise ConfigError("give CONFIG, or --report-only to tabulate the runs in --out-dir")
+        seeds = [int(s) for s in _names(args.seeds, "--seeds")]
+        for name, value in (("--steps", args.steps), ("--validate-every", args.validate_every), ("--jobs", args.jobs)):
+            if value < 1:
+                raise ConfigError(f"{name}: {value} must be at least 1")
+        base = load_config(args.config, args.set)
+        cells = cells or list(CELLS)
+        configs = {cell: [*args.set, *cell_overrides(cell, base)] for cell in cells}
+        for sets in configs.values():  # every cell's config checked before anything runs
+            load_config(args.config, sets)
+        jobs = [(cell, seed, configs[cell]) for cell in cells for seed in seeds]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            failed = [r for r in pool.map(lambda job: train_and_test(args, *job), jobs) if r]
+        if args.speed_rounds > 0:
+            measure_speed(args, {cell: load_config(args.config, sets) for cell, sets in configs.items()}, seeds[0])
+    table = report(out, cells)
     print(table, end="")
-    plot(summaries, out / "cells.png")
-    return 0
+    for line in failed:
+        print(f"compare_cells.py: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def run(args: argparse.Namespace, cell: str, overrides: list[str], run_dir: Path) -> None:
-    sets = [*args.set, *overrides, f"training.max_minutes={args.minutes}"]
+def _names(text: str, flag: str, allowed: tuple[str, ...] = ()) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if (allowed and n not in allowed) or (not allowed and not n.isdigit())]
+    if not names or bad:
+        what = f"one of {', '.join(allowed)}" if allowed else "a non-negative integer"
+        raise ConfigError(f"{flag}: {bad[0] if bad else text!r} is not {what}; give a comma-separated list")
+    return names
+
+
+def train_and_test(args: argparse.Namespace, cell: str, seed: int, sets: list[str]) -> str:
+    """Train and test one cell and seed unless its JSON holds these settings; returns what
+    failed ('' if nothing)."""
+    runs, name = Path(args.out_dir) / "runs", f"{cell}-s{seed}"
+    sets = [
+        *sets,
+        f"training.seed={seed}",
+        f"training.max_steps={args.steps}",
+        "training.max_epochs=0",
+        "training.max_minutes=0",
+        "training.patience=0",
+        f"training.validate_every={args.validate_every}",
+        "training.threads=1",
+    ]
+    settings = {"config": str(args.config), "set": sets}
+    result_path, run_dir = runs / f"{name}.json", runs / name
+    if result_path.exists() and json.loads(result_path.read_text(encoding="utf-8")).get("settings") == settings:
+        return ""
+    runs.mkdir(parents=True, exist_ok=True)
     seq2seq = [sys.executable, "-m", "seq2seq"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     train = [*seq2seq, "train", args.config, "--run-dir", str(run_dir), "--overwrite"]
-    subprocess.run([*train, *(x for s in sets for x in ("--set", s))], check=True)
-    evaluate = [*seq2seq, "evaluate", "--checkpoint", str(run_dir / "best.pt"), "--split", "test", "--json"]
-    result = subprocess.run(evaluate, check=True, capture_output=True, text=True, env=dict(os.environ))
-    (run_dir / "test.json").write_text(result.stdout, encoding="utf-8")
+    test = [*seq2seq, "evaluate", "--checkpoint", str(run_dir / "best.pt"), "--split", "test", "--json"]
+    test += ["--beam-size", str(TEST_BEAM), "--threads", "1"]
+    train += [x for s in sets for x in ("--set", s)]
+    with (runs / f"{name}.log").open("w", encoding="utf-8") as log:
+        done = subprocess.run(train, stdout=log, stderr=log, text=True, env=env, check=False)
+        if done.returncode == 0:
+            done = subprocess.run(test, stdout=subprocess.PIPE, stderr=log, text=True, env=env, check=False)
+    result: dict[str, Any] = {"cell": cell, "seed": seed, "settings": settings}
+    if done.returncode:
+        result["error"] = f"{name} failed (exit {done.returncode}); see {runs / f'{name}.log'}"
+    else:
+        from seq2seq.checkpoint import read_checkpoint
+        from seq2seq.train.logs import read_metrics, summarize_metrics
+
+        result.update(summarize_metrics(read_metrics(run_dir / "metrics.jsonl")))
+        result["parameters"] = sum(v.numel() for v in read_checkpoint(run_dir / "best.pt").weights.values())
+        result["test_bleu"] = json.loads(done.stdout)["bleu"]
+    _write_json(result_path, result)
+    error = str(result.get("error", ""))
+    print(f"{name}: " + (error or f"test BLEU {result['test_bleu']:.2f}"), flush=True)
+    return error
 
 
-def epoch_tokens(config_path: str, overrides: list[str], run_dir: Path) -> int:
-    """Real source + target pieces in one epoch of the training set, as a run sees it
-    (its SentencePiece model, its length filter)."""
+def _write_json(path: Path, value: Any) -> None:
+    """``value`` as strict JSON (a non-finite number as null), written atomically."""
+    from seq2seq.atomic import atomic_open
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(plain(value), indent=1, allow_nan=False) + "\n")
+
+
+def measure_speed(args: argparse.Namespace, configs: dict[str, RunConfig], seed: int) -> None:
+    """The interleaved speed phase (see the module docstring); writes DIR/speed.json."""
+    from seq2seq.api import Translator
+    from seq2seq.data.batching import plan_batches
     from seq2seq.data.prepare import prepare_data
+    from seq2seq.data.sources import load_corpus
+    from seq2seq.runtime import pick_device, set_threads
 
-    config = load_config(config_path, overrides)
-    data = prepare_data(config.data, run_dir, seed=config.training.seed)  # reloads run_dir/spm.model
-    return int(data.train.src_lengths.sum() + data.train.tgt_lengths.sum())
+    out = Path(args.out_dir)
+    first = next(iter(configs.values()))
+    set_threads(1)
+    device = pick_device(first.training.device)
+    data = prepare_data(first.data, out / "speed", seed=first.training.seed)  # the same batches for every cell
+    dc = first.data
+    plan = plan_batches(data.train.src_lengths, data.train.tgt_lengths, dc.batch_tokens, dc.batch_sentences, seed=0)
+    timed = (plan * (1 + (WARMUP_UPDATES + args.speed_steps) // len(plan)))[: WARMUP_UPDATES + args.speed_steps]
+    test = load_corpus(dc.test or dc.dev, dc.src_lang, dc.tgt_lang)["src"]
+    raw: dict[str, dict[str, list[float]]] = {cell: {"seconds_per_update": [], "tokens_per_s": []} for cell in configs}
+    for _ in range(args.speed_rounds):
+        for cell, config in configs.items():
+            seconds, tokens = time_updates(config, data, timed, device)
+            raw[cell]["seconds_per_update"].append(seconds / args.speed_steps)
+            raw[cell]["tokens_per_s"].append(tokens / seconds)
+            best = out / "runs" / f"{cell}-s{seed}" / "best.pt"
+            if best.exists():
+                translator = Translator.load(best, device=str(device), threads=1, beam_size=TEST_BEAM)
+                translator.translate(test[:8])  # warm-up
+                start = time.perf_counter()
+                translator.translate(test)
+                raw[cell].setdefault("decode_sentences_per_s", []).append(len(test) / (time.perf_counter() - start))
+    epoch_tokens = int(data.train.src_lengths.sum() + data.train.tgt_lengths.sum())
+    speed = {cell: {k: statistics.median(v) for k, v in r.items()} for cell, r in raw.items()}
+    for figures in speed.values():
+        figures["epoch_seconds"] = epoch_tokens / figures["tokens_per_s"]
+    _write_json(
+        out / "speed.json", {"rounds": args.speed_rounds, "updates": args.speed_steps, "cells": speed, "raw": raw}
+    )
 
 
-def summarize(cell: str, run_dir: Path, epoch_tokens: int) -> dict[str, Any]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if "loss" in r]
-    dev = [r for r in records if "dev_bleu" in r]
-    best = max(dev, key=lambda r: r["dev_bleu"])
-    weights = read_checkpoint(run_dir / "best.pt").weights
-    tokens_per_s = statistics.median(r["tokens_per_s"] for r in train)
+def time_updates(config: RunConfig, data: Any, plan: list[Any], device: Any) -> tuple[float, int]:
+    """Seconds of the updates of ``plan`` after the warm-up, on a fresh model, and their real tokens."""
+    import torch
+
+    from seq2seq.train.loop import Trainer
+
+    torch.manual_seed(config.training.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, Path(tmp), data, device)
+        tokens, start = 0, 0.0
+        for i, indices in enumerate(plan):
+            if i == WARMUP_UPDATES:
+                start = time.perf_counter()
+            batch = trainer.make(data.train, indices)
+            trainer.update([batch])
+            tokens += batch.num_tokens if i >= WARMUP_UPDATES else 0
+        seconds = time.perf_counter() - start
+        trainer.close()
+    return seconds, tokens
+
+
+def report(out: Path, cells: list[str] | None) -> str:
+    """Write DIR/cells.md and DIR/cells.png from DIR/runs/*.json and DIR/speed.json; the table."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "runs").glob("*.json"))]
+    if not runs:
+        raise ConfigError(f"{out / 'runs'}: no run results (*.json) to report; run without --report-only first")
+    speed_path = out / "speed.json"
+    speed = json.loads(speed_path.read_text(encoding="utf-8"))["cells"] if speed_path.exists() else {}
+    found = {r["cell"] for r in runs}
+    order = cells or [c for c in CELLS if c in found] + sorted(found - set(CELLS))
+    rows = [summarize_cell(cell, [r for r in runs if r["cell"] == cell], speed.get(cell, {})) for cell in order]
+    table = markdown(rows)
+    (out / "cells.md").write_text(table, encoding="utf-8")
+    plot(rows, out / "cells.png")
+    return table
+
+
+def summarize_cell(cell: str, runs: list[dict[str, Any]], speed: dict[str, float]) -> dict[str, Any]:
+    """One row: the cell's runs (each seed's JSON) and its speed figures."""
+    ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["seed"])
     return {
         "cell": cell,
-        "parameters": sum(v.numel() for v in weights.values()),
-        "epoch_seconds": epoch_tokens / tokens_per_s,
-        "tokens_per_s": tokens_per_s,
-        "steps": records[-1]["step"],
-        "dev_bleu": best["dev_bleu"],
-        "dev_ppl": best["dev_ppl"],
-        "test_bleu": json.loads((run_dir / "test.json").read_text())["bleu"],
-        "curve": [(r["elapsed"] / 60, r["dev_bleu"]) for r in dev],
+        "parameters": ok[0]["parameters"] if ok else None,
+        "test_bleu": [(r["seed"], r["test_bleu"]) for r in ok],
+        "dev_bleu": statistics.mean(r["best_dev_bleu"] for r in ok) if ok else None,
+        "steps": max((r["steps"] for r in ok), default=None),
+        "failed": sorted(r["seed"] for r in runs if "error" in r),
+        "speed": speed,
+        "curve": mean_curve([r["dev"] for r in ok]),
     }
 
 
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[tuple[float, float, float]]:
+    """(step, minutes, dev BLEU) at the validation steps every seed has, averaged over the seeds."""
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*({p["step"] for p in c} for c in curves)))
+    at = [{p["step"]: p for p in c} for c in curves]
+    return [
+        (s, statistics.mean(c[s]["elapsed"] for c in at) / 60, statistics.mean(c[s]["dev_bleu"] for c in at))
+        for s in steps
+    ]
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
+    def number(value: float | None, digits: int = 2) -> str:
+        return "–" if value is None else f"{value:,.{digits}f}"
+
     lines = [
-        "| cell | parameters | training tokens/s | s/epoch | updates | dev BLEU | dev ppl | test BLEU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| cell | parameters | test BLEU (beam 5) | each seed | dev BLEU | updates | training tokens/s "
+        "| s/update | s/epoch | decoding sentences/s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        bleu, s = [b for _, b in r["test_bleu"]], r["speed"]
+        seeds = ", ".join(f"{b:.2f} (seed {seed})" for seed, b in r["test_bleu"])
+        seeds += "".join(f", failed (seed {seed})" for seed in r["failed"])
         lines.append(
-            f"| {r['cell']} | {r['parameters']:,} | {r['tokens_per_s']:,.0f} | {r['epoch_seconds']:.0f} | {r['steps']} "
-            f"| {r['dev_bleu']:.2f} | {r['dev_ppl']:.2f} | {r['test_bleu']:.2f} |"
+            f"| {r['cell']} | {number(r['parameters'], 0)} | {number(statistics.mean(bleu) if bleu else None)} "
+            f"| {seeds.lstrip(', ')} | {number(r['dev_bleu'])} | {number(r['steps'], 0)} "
+            f"| {number(s.get('tokens_per_s'), 0)} | {number(s.get('seconds_per_update'), 3)} "
+            f"| {number(s.get('epoch_seconds'), 0)} | {number(s.get('decode_sentences_per_s'), 1)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -132,14 +304,18 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     except ImportError:
         print(f"matplotlib is not installed: no {path}", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for r in rows:
-        minutes, bleu = zip(*r["curve"])
-        ax.plot(minutes, bleu, marker="o", markersize=3, label=r["cell"])
-    ax.set_xlabel("training wall-clock (minutes, validations included)")
-    ax.set_ylabel("dev BLEU (greedy)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        if r["curve"]:
+            steps, minutes, bleu = zip(*r["curve"])
+            by_step.plot(steps, bleu, marker="o", markersize=3, label=r["cell"])
+            by_time.plot(minutes, bleu, marker="o", markersize=3, label=r["cell"])
+    by_step.set_xlabel("updates")
+    by_time.set_xlabel("training wall-clock (minutes, validations included)")
+    by_step.set_ylabel("dev BLEU (greedy; mean of the seeds)")
+    for ax in (by_step, by_time):
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
