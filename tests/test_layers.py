@@ -46,6 +46,17 @@ FORBIDDEN = {
     # front ends over the API: they never reach into training or the command line
     "seq2seq.serve": ["seq2seq.train", "seq2seq.cli", "seq2seq.commands", "seq2seq.export"],
     "seq2seq.export": ["seq2seq.train", "seq2seq.cli", "seq2seq.commands", "seq2seq.serve", "seq2seq.api"],
+    # experiments on the models: never the data pipeline, kernels, search or the run machinery
+    "seq2seq.analysis": [
+        "seq2seq.data",
+        "seq2seq.kernels",
+        "seq2seq.search",
+        "seq2seq.checkpoint",
+        "seq2seq.train",
+        "seq2seq.cli",
+        "seq2seq.serve",
+        "seq2seq.export",
+    ],
 }
 
 
