@@ -133,7 +133,7 @@ class Translator:
 
             for name, member in zip(names, members):
                 try:
-                    accelerate(member.model, search.compile)
+                    accelerate(member.model, search.compile, frozen=True)
                 except ValueError as e:
                     raise ConfigError(f"{key('compile')} {search.compile}: {name}: {e}") from None
         return cls(members, search, device, options.workers, names)

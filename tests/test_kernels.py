@@ -310,6 +310,39 @@ def test_a_new_search_recasts_weights_changed_without_a_version_bump() -> None:
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_frozen_model_searches_as_the_plain_one_with_weights_made_once(precision: str) -> None:
+    """accelerate(frozen=True): the casts (and oneDNN's packed weights, where it packs) are
+    made at the first search and serve every later one, and the steps give the plain
+    model's log-probabilities (to the products' rounding)."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder=EncoderConfig(embedding_dim=8, hidden_size=8),
+        decoder=DecoderConfig(
+            type="luong", embedding_dim=8, hidden_size=12, output_size=8, attention="mlp", input_feeding=True
+        ),
+    )
+    plain = build_model(config, 30, 30).eval()
+    frozen = accelerate(copy.deepcopy(plain), frozen=True)
+    assert isinstance(frozen, FastSeq2Seq) and isinstance(frozen.decoder, FusedLuongDecoder)
+    src, lengths, prev = torch.randint(4, 30, (3, 5)), torch.tensor([5, 4, 3]), torch.tensor([2, 7, 9])
+
+    def steps(model: Seq2Seq) -> list[torch.Tensor]:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            encoded = model.encode(src, lengths)
+            out = model.step(prev, model.init_state(encoded), encoded)
+            return [out.log_probs, model.step(prev, out.state, encoded).log_probs]
+
+    first = steps(frozen)
+    made = frozen._cast_cache._value, frozen.decoder._cast_cache._value
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if precision == "fp32" else {"atol": 0.05, "rtol": 0.05}
+    for got, want in zip(steps(frozen), steps(plain), strict=True):
+        torch.testing.assert_close(got.float(), want.float(), **tolerance)
+    assert frozen._cast_cache._value is made[0] and frozen.decoder._cast_cache._value is made[1]
+    for got, again in zip(first, steps(frozen), strict=True):
+        torch.testing.assert_close(got, again, atol=0, rtol=0)
+
+
 # The dispatcher: kernels exactly where they claim support, the plain path elsewhere.
 
 DECODERS = {

@@ -48,6 +48,28 @@ def test_products_equal_torch_for_dense_transposed_and_sliced_operands(choice: p
     torch.testing.assert_close(matmul.bmm(h, w3), torch.bmm(h, w3))
 
 
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_weights_give_the_products_of_plain_ones(choice: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    choice.setenv("SEQ2SEQ_FP32_MATMUL", "onednn")
+    torch.manual_seed(0)
+    x, wide, b, other = torch.randn(5, 9), torch.randn(10, 13), torch.randn(10), torch.randn(5, 3, 10)[:, 1]
+    weight = wide[:, 2:11]
+    packed = matmul.pack(weight.to(dtype))
+    if not matmul.is_packed(packed):
+        pytest.skip(f"oneDNN does not pack {dtype} here")
+    tolerance = {} if dtype == torch.float32 else {"atol": 0.1, "rtol": 0.05}
+    x, b, other = x.to(dtype), b.to(dtype), other.to(dtype)
+    for rows in (1, 5, 70):  # fewer and more rows than the layout was chosen for
+        xs = x.repeat(14, 1)[:rows]
+        want = (xs.double() @ weight.to(dtype).double().t()).to(dtype)
+        torch.testing.assert_close(matmul.linear(xs, packed, b).float(), (want + b).float(), **tolerance)
+        torch.testing.assert_close(matmul.linear(xs, packed).float(), want.float(), **tolerance)
+    want = x.double() @ weight.to(dtype).double().t() + other.double()
+    torch.testing.assert_close(matmul.linear_add(x, packed, other).float(), want.float(), **tolerance)
+    assert matmul.pack(weight.double()) is weight.double() or not matmul.is_packed(matmul.pack(weight.double()))
+
+
 def test_products_fall_back_to_torch_where_autograd_needs_them(choice: pytest.MonkeyPatch) -> None:
     choice.setenv("SEQ2SEQ_FP32_MATMUL", "onednn")
     x, w = torch.randn(3, 4, requires_grad=True), torch.randn(5, 4)

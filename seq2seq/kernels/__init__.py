@@ -57,13 +57,18 @@ def kernel_of(module: nn.Module) -> type[Kernel] | None:
 M = TypeVar("M", bound=nn.Module)
 
 
-def accelerate(model: M, compile: str = "none") -> M:
+def accelerate(model: M, compile: str = "none", frozen: bool = False) -> M:
     """Give every module of ``model`` (a :class:`~seq2seq.models.seq2seq.Seq2Seq` or any of
     its parts) that a kernel supports that kernel, in place, and return the model.
 
     ``compile`` (:data:`~seq2seq.config.COMPILE_MODES`): run the fused decoder's step loop
     under ``torch.compile``; only that decoder has one (ValueError elsewhere). Call
-    :func:`accelerate` again to change it."""
+    :func:`accelerate` again to change it.
+
+    ``frozen``: the weights will not change from here on (a model loaded to translate, not to
+    train): weights cast or packed for search are made once and kept across searches, and
+    oneDNN's weight matrices are packed in its blocked layout
+    (:func:`~seq2seq.kernels.matmul.pack`). Training must not use a frozen model."""
     if compile not in COMPILE_MODES:
         raise ValueError(f"compile mode {compile!r}: expected one of {', '.join(COMPILE_MODES)}")
     compiled = False
@@ -72,7 +77,7 @@ def accelerate(model: M, compile: str = "none") -> M:
         if kernel is None:
             continue
         module.__class__ = kernel  # type: ignore[assignment]  # a Kernel is also a subclass of the plain class
-        kernel.setup(module, compile)  # type: ignore[arg-type]
+        kernel.setup(module, compile, frozen)  # type: ignore[arg-type]
         compiled |= kernel is FusedLuongDecoder
     if compile != "none" and not compiled:
         raise ValueError(f"compile {compile!r}: the model has no fused decoder, whose step loop alone compiles")

@@ -5,10 +5,12 @@ and :class:`CastCache`, weights cast once for search."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+from seq2seq.kernels.matmul import pack as pack_weight
 
 
 def product_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
@@ -30,22 +32,38 @@ class CastCache:
     The owner calls :meth:`clear` when a search begins (``encode``), since not every in-place
     update moves a parameter's version counter (torch's fused Adam does not); within a
     search, the key (each parameter's storage and version) still catches any in-place change
-    made through the parameter itself."""
+    made through the parameter itself.
 
-    def __init__(self) -> None:
+    ``frozen``: the weights never change (a model loaded to translate,
+    :func:`~seq2seq.kernels.accelerate`'s ``frozen``). Then :meth:`clear` keeps what was made,
+    and the weight matrices named by :meth:`get`'s ``pack`` are also packed for oneDNN
+    (:func:`~seq2seq.kernels.matmul.pack`), which costs a pass over them once per model rather
+    than once per product."""
+
+    def __init__(self, frozen: bool = False) -> None:
+        self.frozen = frozen
         self._key: tuple[object, ...] | None = None
         self._value: tuple[Tensor, ...] = ()
 
     def clear(self) -> None:
-        self._key, self._value = None, ()
+        if not self.frozen:
+            self._key, self._value = None, ()
 
     def get(
-        self, dtype: torch.dtype, params: Iterable[Tensor], make: Callable[[], Sequence[Tensor]]
+        self,
+        dtype: torch.dtype,
+        params: Iterable[Tensor],
+        make: Callable[[], Sequence[Tensor]],
+        pack: Collection[int] = (),
     ) -> tuple[Tensor, ...]:
-        """``make()`` (tensors computed from ``params``) in ``dtype``, contiguous."""
+        """``make()`` (tensors computed from ``params``) in ``dtype``, contiguous; when frozen,
+        those at the indices ``pack`` (weight matrices for :func:`~seq2seq.kernels.matmul.linear`)
+        packed."""
         key = (dtype, *((p.data_ptr(), p._version) for p in params))
         if key != self._key:
             with torch.no_grad():
-                self._value = tuple(t.to(dtype).contiguous() for t in make())
-            self._key = key
+                made = [t.to(dtype).contiguous() for t in make()]
+                if self.frozen:
+                    made = [pack_weight(t) if i in pack else t for i, t in enumerate(made)]
+            self._value, self._key = tuple(made), key
         return self._value

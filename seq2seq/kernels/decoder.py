@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.config import fused_decoder
@@ -23,6 +22,7 @@ from seq2seq.kernels.casts import CastCache, product_dtype
 from seq2seq.kernels.dropout import fast_dropout_mask
 from seq2seq.kernels.input_feeding import EAGER, Steps, Weights, compiled_steps, input_feeding_gru
 from seq2seq.kernels.kernel import Kernel
+from seq2seq.kernels.matmul import linear
 from seq2seq.models.attention import AdditiveAttention
 from seq2seq.models.attention_decoders import LuongDecoder
 from seq2seq.models.cells import State, TorchRecurrent
@@ -53,14 +53,15 @@ class FusedLuongDecoder(Kernel, LuongDecoder):
             decoder.variational,
         )
 
-    def setup(self, compile: str) -> None:
+    def setup(self, compile: str, frozen: bool) -> None:
         assert isinstance(self.rnn, TorchRecurrent) and self.rnn.rnn.mode == "GRU" and self.rnn.num_layers == 1
         assert isinstance(self.attention, AdditiveAttention)
-        self._cast_cache = CastCache()
+        # Compiled steps trace their products as custom operators over plain weights: no packing.
+        self._cast_cache = CastCache(frozen and compile == "none")
         self.steps = EAGER if compile == "none" else compiled_steps(compile)
 
     def prepare(self, encoded: Encoded) -> Encoded:
-        self._cast_cache.clear()  # a new batch: the weights may have changed since the last one
+        self._cast_cache.clear()  # a new batch: the weights may have changed since the last one (unless frozen)
         keys = 2 * self.attention.keys(encoded.outputs)  # the loop's sigmoid form of the tanh
         if not torch.is_grad_enabled() and keys.dtype != encoded.outputs.dtype:
             # Decoding under autocast: cast the annotations once here, not at every step.
@@ -76,7 +77,7 @@ class FusedLuongDecoder(Kernel, LuongDecoder):
         else:
             w_ie, b_ih, weights = self._cast_weights(e, c, emb.device)
         h0, feed = state
-        xe = F.linear(emb, w_ie, b_ih)  # the inputs of all steps at once
+        xe = linear(emb.to(w_ie.dtype), w_ie, b_ih)  # the inputs of all steps at once
         p = self.dropout.p
         drop = None
         if self.training and p > 0:
@@ -107,12 +108,14 @@ class FusedLuongDecoder(Kernel, LuongDecoder):
     def _cast_weights(self, e: int, c: int, device: torch.device) -> tuple[Tensor, Tensor, Weights]:
         """:meth:`_weights` in the autocast dtype, contiguous, made once and reused for the
         steps of one batch (search calls the decoder once per step; :meth:`prepare` starts a
-        batch and drops the casts)."""
+        batch and drops the casts), or of every batch of a frozen model, whose matrices are
+        also packed for oneDNN (:class:`~seq2seq.kernels.casts.CastCache`)."""
         dtype = product_dtype(device.type, self.combine.weight.dtype)
 
         def make() -> list[Tensor]:
             w_ie, b_ih, weights = self._weights(e, c)
             return [w_ie, b_ih, *weights]
 
-        w_ie, b_ih, *weights = self._cast_cache.get(dtype, self.parameters(), make)
+        # make()'s matrices: w_ie, w_if, w_hh, w_qch, w_cc (the rest are biases and v)
+        w_ie, b_ih, *weights = self._cast_cache.get(dtype, self.parameters(), make, pack=(0, 2, 3, 5, 7))
         return w_ie, b_ih, Weights(*weights)

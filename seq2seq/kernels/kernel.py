@@ -19,6 +19,7 @@ class Kernel:
         """Whether ``module`` (plain, or this kernel already) can run as this kernel."""
         return type(module) in (cls.plain, cls)
 
-    def setup(self, compile: str) -> None:
+    def setup(self, compile: str, frozen: bool) -> None:
         """Make what the kernel keeps beside the plain module's parameters (caches, step
-        functions); ``compile`` is the ``torch.compile`` mode of a step loop."""
+        functions); ``compile`` is the ``torch.compile`` mode of a step loop; ``frozen``: the
+        weights will not change (see :func:`~seq2seq.kernels.accelerate`)."""

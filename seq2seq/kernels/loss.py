@@ -139,11 +139,11 @@ class FastSeq2Seq(Kernel, Seq2Seq):
     plain = Seq2Seq
     _cast_cache: CastCache
 
-    def setup(self, compile: str) -> None:
-        self._cast_cache = CastCache()
+    def setup(self, compile: str, frozen: bool) -> None:
+        self._cast_cache = CastCache(frozen)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
-        """Starts a search: weights cast for an earlier one are dropped."""
+        """Starts a search: weights cast for an earlier one are dropped (unless frozen)."""
         self._cast_cache.clear()
         return super().encode(src, src_lengths)
 
@@ -162,11 +162,11 @@ class FastSeq2Seq(Kernel, Seq2Seq):
             return super().vocab_logits(features, vocab)
         weight, bias = self.generator.weight, self.generator.bias
         dtype = product_dtype(features.device.type, weight.dtype)
-        if dtype == weight.dtype and vocab is None:
+        if dtype == weight.dtype and vocab is None and not self._cast_cache.frozen:
             return linear(features, weight, bias)
         params = [weight] if bias is None else [weight, bias]
         rows = slice(None) if vocab is None else vocab
         # The cache is cleared at encode, so each search picks its own list's rows once.
         key_params = params if vocab is None else [*params, vocab]
-        w, *b = self._cast_cache.get(dtype, key_params, lambda: [p[rows] for p in params])
+        w, *b = self._cast_cache.get(dtype, key_params, lambda: [p[rows] for p in params], pack=(0,))
         return linear(features.to(dtype), w, b[0] if b else None)

@@ -111,6 +111,53 @@ def _onednn(x: Tensor, weight: Tensor) -> bool:
     )
 
 
+# The row count oneDNN's packed layout is chosen for; any row count then runs on it, and the
+# layout chosen for a few dozen rows serves both one sentence's beam and a full batch
+# (``scripts/bench/matmul_rates.py --packed`` compares layouts).
+_PACK_ROWS = 64
+
+
+def pack(weight: Tensor) -> Tensor:
+    """``weight`` (out, in) in oneDNN's blocked layout, for :func:`linear` and :func:`linear_add`
+    without gradients, where the products may use it; else ``weight`` itself.
+
+    Why: oneDNN reorders a plain weight into its blocked layout at every call, which for the
+    few rows of one sentence's beam costs more than the product (``scripts/bench/matmul_rates.py``).
+    A packed weight is reordered once, so it pays off only where the same weights serve many
+    products: a frozen model's search (:class:`~seq2seq.kernels.casts.CastCache`)."""
+    if weight.device.type != "cpu" or not bool(torch.backends.mkldnn.enabled) or not _packable(weight.dtype):
+        return weight
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), _PACK_ROWS)
+
+
+def is_packed(weight: Tensor) -> bool:
+    return weight.layout == torch._mkldnn  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _packable(dtype: torch.dtype) -> bool:
+    """Whether weights of ``dtype`` pack: float32 where its products go through oneDNN
+    (:func:`onednn_float32`), bfloat16 where oneDNN has it; checked once per dtype and process,
+    against torch's own product."""
+    if dtype == torch.float32:
+        if not onednn_float32():
+            return False
+    elif dtype != torch.bfloat16 or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        return False
+    x, w, b, other = (t.to(dtype) for t in _trial())
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, _PACK_ROWS)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+        added = torch.ops.mkldnn._linear_pointwise.binary(x, other, packed, None, "add")
+    except (RuntimeError, TypeError, AttributeError) as error:
+        log.info("oneDNN packed %s weights unusable (%s); using plain ones", dtype, error)
+        return False
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    return torch.allclose(out.float(), F.linear(x, w, b).float(), atol=tol) and torch.allclose(
+        added.float(), torch.addmm(other, x, w.t()).float(), atol=tol
+    )
+
+
 def _dense(weight: Tensor) -> Tensor:
     """``weight`` itself if it is contiguous or a transposed contiguous matrix, else a copy: oneDNN
     falls back to a far slower reference kernel on matrices with gaps between rows (slices of a
@@ -150,7 +197,10 @@ def register_for_compile() -> None:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear``: x (.., in), weight (out, in), bias (out,) or None -> (.., out)."""
+    """``F.linear``: x (.., in), weight (out, in) plain or :func:`pack`-ed (then x and bias in
+    its dtype), bias (out,) or None -> (.., out)."""
+    if is_packed(weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     if _onednn(x, weight) and (bias is None or bias.dtype == torch.float32):
         if torch.compiler.is_compiling():
             return torch.ops.seq2seq.onednn_linear(x, weight, bias)
@@ -159,7 +209,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def linear_add(x: Tensor, weight: Tensor, other: Tensor) -> Tensor:
-    """x W^T + other: x (N, in), weight (out, in), other (N, out), any strides -> (N, out)."""
+    """x W^T + other: x (N, in), weight (out, in) plain or :func:`pack`-ed (then x and other
+    in its dtype), other (N, out), any strides -> (N, out)."""
+    if is_packed(weight):
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, None, "add")
     if _onednn(x, weight) and other.dtype == torch.float32:
         if torch.compiler.is_compiling():
             return torch.ops.seq2seq.onednn_linear_add(x, weight, other)
