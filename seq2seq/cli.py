@@ -132,6 +132,12 @@ def _add_serve_parser(sub: Any) -> None:
         )
     _add_search_flags(p)  # the models' defaults; a request may ask for its own beam_size and n_best
     _add_runtime_args(p)
+    p.add_argument(
+        "--workers",
+        type=_number(int, 1),
+        default=1,
+        help="decode in N forked processes of one thread each (CPU only; on a CPU, N = its cores is fastest)",
+    )
 
 
 def _config_value(cls: type[Any], name: str) -> Callable[[str], Any]:
@@ -204,7 +210,7 @@ def _add_search_args(p: argparse.ArgumentParser, exported: bool = False) -> None
         "--workers",
         type=_number(int, 1),
         default=1,
-        help="decode batches in N forked processes sharing the threads (CPU only)",
+        help="decode batches in N forked processes of one thread each (CPU only)",
     )
 
 

@@ -256,17 +256,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from seq2seq.api import Translator
     from seq2seq.serve.app import create_app, run_server
 
+    if args.workers > 1:
+        exported = [path for path in models.values() if Path(path).is_dir()]
+        if exported:
+            raise ConfigError(
+                f"--workers {args.workers}: {exported[0]} is an export directory; serve it with --workers 1"
+            )
     translators = {
         model_id: Translator.load(path, device=args.device, threads=args.threads, **_search_flags(args))
         for model_id, path in models.items()
     }
+    if args.workers > 1:
+        from seq2seq.translate import check_workers
+
+        for translator in translators.values():
+            check_workers(args.workers, translator.device, "--workers")
     if not is_loopback(args.host):
         print(
             f"seq2seq serve: listening on {args.host}, beyond this machine"
             + ("" if api_key else f"; anyone who reaches it may use it (set {API_KEY_VARIABLE} to ask for a key)"),
             file=sys.stderr,
         )
-    run_server(create_app(translators, limits, api_key), args.host, args.port, limits)
+    run_server(create_app(translators, limits, api_key, args.workers), args.host, args.port, limits)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -132,10 +132,10 @@ class BatchDecoder:
 _worker_decode: BatchDecoder | None = None
 
 
-def _start_worker(decode: BatchDecoder, threads: int) -> None:
+def _start_worker(decode: BatchDecoder) -> None:
     global _worker_decode
     _worker_decode = decode
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # see _in_workers
 
 
 def _decode_in_worker(src_ids: list[list[int]]) -> list[list[Hypothesis]]:
@@ -149,9 +149,10 @@ def _in_workers(decode: BatchDecoder, batches: list[list[list[int]]], workers: i
     A search step is many small operations, and one process with two threads keeps both
     cores busy only inside the larger matrix products; two processes of one thread each keep
     them busy throughout (``scripts/bench/benchmark.py --decode-workers`` measures it). Fork
-    shares the loaded model copy-on-write, so workers start in milliseconds."""
-    threads = max(1, torch.get_num_threads() // workers)
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(decode, threads))
+    shares the loaded model copy-on-write, so workers start in milliseconds. Each worker runs
+    one thread: GNU OpenMP cannot start a thread team in a process forked from one that used
+    it (the worker would hang)."""
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(decode,))
     with pool:
         yield from pool.imap(_decode_in_worker, batches)
 

@@ -142,8 +142,10 @@ def http_request(
 
 
 @contextmanager
-def serving(limits: Limits | None = None, api_key: str | None = None, **translators: Any) -> Iterator[Server]:
-    app = create_app(translators or {"default": Scripted()}, limits or Limits(), api_key)
+def serving(
+    limits: Limits | None = None, api_key: str | None = None, workers: int = 1, **translators: Any
+) -> Iterator[Server]:
+    app = create_app(translators or {"default": Scripted()}, limits or Limits(), api_key, workers)
     with Server(app) as server:
         yield server
 
@@ -159,6 +161,22 @@ def test_concurrent_requests_are_batched_and_get_their_own_results_in_order() ->
         assert [t["text"] for t in body["translations"]] == [" ".join(reversed(s.split())) for s in src]
     assert sum(scripted.calls) == sum(map(len, requests))
     assert len(scripted.calls) < len(requests)  # some requests shared a batch
+
+
+def test_a_batch_waits_for_the_previous_batchs_clients_only() -> None:
+    """The first request waits batch_wait_ms for company; a lone client's next requests find
+    the previous batch's one client back and start at once."""
+    scripted = Scripted()
+    with serving(Limits(batch_wait_ms=3000), default=scripted) as server:
+        seconds = []
+        for i in range(3):
+            started = time.monotonic()
+            status, body = server.translate({"src": [f"a{i} b{i}"]})
+            assert status == 200, body
+            seconds.append(time.monotonic() - started)
+    assert seconds[0] >= 2.9
+    assert max(seconds[1:]) < 1.5
+    assert scripted.calls == [1, 1, 1]
 
 
 def test_batches_group_by_model_and_search_settings() -> None:
@@ -430,14 +448,15 @@ LINES = ["ein zwei drei", "Hund Katze", "", "vier fünf sechs sieben acht", "Hau
 
 
 @pytest.mark.slow
-def test_concurrent_requests_equal_unbatched_translation(trained: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_equal_unbatched_translation(trained: Path, workers: int) -> None:
     from seq2seq.api import Translator
 
     translator = Translator.load(trained, device="cpu", threads=1)
     alone = {beam: [translator.translate([line], beam_size=beam)[0][0] for line in LINES] for beam in (1, 3)}
     requests = [(beam, LINES[i : i + 1 + i % 3]) for beam in (1, 3) for i in range(len(LINES))] * 2
     limits = Limits(batch_wait_ms=100)
-    with serving(limits, default=translator) as server:
+    with serving(limits, workers=workers, default=translator) as server:
         with ThreadPoolExecutor(len(requests)) as pool:
             answers = list(pool.map(lambda r: server.translate({"src": r[1], "beam_size": r[0]}), requests))
         # The translator's own checks reach the client: status 422, naming the setting.
@@ -459,11 +478,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_requests_in_flight(trained: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_finishes_the_requests_in_flight(trained: Path, tmp_path: Path, workers: str) -> None:
     port = free_port()
     # A long batch wait keeps the requests queued when SIGTERM arrives.
     command = [sys.executable, "-m", "seq2seq", "serve", "--checkpoint", str(trained), "--port", str(port)]
-    command += ["--batch-wait-ms", "1500", "--threads", "1"]
+    command += ["--batch-wait-ms", "1500", "--threads", "1", "--workers", workers]
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ})
     try:

@@ -66,14 +66,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class Service:
     """What the routes answer with: the translators, the limits, the batcher and the counters."""
 
-    def __init__(self, translators: Mapping[str, Translates], limits: Limits) -> None:
+    def __init__(self, translators: Mapping[str, Translates], limits: Limits, workers: int = 1) -> None:
         if not translators:
             raise ValueError("no model to serve")
         self.translators, self.limits = translators, limits
         self.default_model = next(iter(translators))
         self.metrics = Metrics()
         self.batcher = Batcher(
-            translators, limits.max_queued, limits.batch_wait_ms, limits.batch_tokens, self.metrics.count_batch
+            translators,
+            limits.max_queued,
+            limits.batch_wait_ms,
+            limits.batch_tokens,
+            self.metrics.count_batch,
+            workers,
         )
 
     async def health(self) -> dict[str, Any]:
@@ -153,10 +158,13 @@ class Guard:
             self.service.metrics.count_request(method, path if path in ROUTES else "other", status)
 
 
-def create_app(translators: Mapping[str, Translates], limits: Limits, api_key: str | None = None) -> FastAPI:
+def create_app(
+    translators: Mapping[str, Translates], limits: Limits, api_key: str | None = None, workers: int = 1
+) -> FastAPI:
     """The application serving ``translators`` (model id -> translator; the first is the
-    default); one batcher thread decodes for all of them."""
-    service = Service(translators, limits)
+    default); one batcher thread decodes for all of them, or ``workers`` forked processes
+    (see :mod:`seq2seq.serve.batcher`)."""
+    service = Service(translators, limits, workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,11 +2,26 @@
 
 A request's sentences wait in one queue as a :class:`Job`. One worker thread (translators
 are not thread-safe, and the search runs off the event loop so that the server keeps
-answering) takes jobs until the first has waited ``batch_wait_ms`` or the jobs hold
-``batch_tokens`` source pieces, groups them by (model, beam size, n-best, attention), decodes
-each group as one call of ``Translator.translate`` (which sorts by length and pads), and hands
-each job its own slice of the results, in order. Batching shares the search's padded batches
-among requests the way one file's lines share them in ``seq2seq translate``.
+answering) gathers jobs into a batch, groups them by (model, beam size, n-best, attention),
+decodes each group as one call of ``Translator.translate`` (which sorts by length and pads),
+and hands each job its own slice of the results, in order. Batching shares the search's padded
+batches among requests the way one file's lines share them in ``seq2seq translate``.
+
+When a batch closes: once its jobs hold ``batch_tokens`` source pieces; else once it holds as
+many jobs as the previous batch answered, since most clients send their next sentence when
+they have the answer to the last one (a lone client's request then starts at once), or once
+its first job has waited ``batch_wait_ms`` while not awaiting such returns, or
+``RETURN_WAIT`` times that while it is. Without the returns rule, the answers of one batch
+come back as requests spread over the time the server takes to reply to them all, and the
+first few would form a small batch of their own while the rest wait for it
+(``scripts/bench/serve_bench.py`` shows the batch sizes in ``/metrics``).
+
+``workers`` > 1 (CPU only): that many forked processes of one thread each decode, each fed by
+its own batcher thread from the one queue. One process's threads keep both cores of a small
+CPU busy only inside the larger matrix products, and torch runs slower from a thread other
+than the one that first used its thread pool; processes of one thread each avoid both
+(``scripts/bench/serve_bench.py --workers`` measures it). One thread each because GNU OpenMP
+cannot start a thread team in a process forked from one that used it: it would hang.
 """
 
 from __future__ import annotations
@@ -14,6 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.pool
+import signal
 import threading
 import time
 from collections import deque
@@ -25,6 +43,10 @@ from seq2seq.outputs import Translates, Translation
 log = logging.getLogger(__name__)
 
 Result = list[list[Translation]]  # per sentence, its n-best list
+
+# How many times ``batch_wait_ms`` a batch waits for the clients of the previous batch to
+# send their next requests (see the module docstring).
+RETURN_WAIT = 10
 
 
 class QueueFull(Exception):
@@ -68,6 +90,7 @@ class Batcher:
         batch_wait_ms: float,
         batch_tokens: int,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.translators = translators
         self.max_queued = max_queued
@@ -78,7 +101,11 @@ class Batcher:
         self._queued = 0  # sentences in _queue or in the batch _gather is filling
         self._closing = False
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="seq2seq-batcher", daemon=True)
+        self.workers = workers
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._threads = [
+            threading.Thread(target=self._run, name=f"seq2seq-batcher-{i}", daemon=True) for i in range(workers)
+        ]
 
     @property
     def queued(self) -> int:
@@ -86,15 +113,24 @@ class Batcher:
         return self._queued
 
     def start(self) -> None:
-        self._thread.start()
+        if self.workers > 1:
+            global _worker_translators
+            _worker_translators = self.translators  # what the forked workers inherit
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_start_worker)
+        for thread in self._threads:
+            thread.start()
 
     def close(self, timeout: float | None = None) -> None:
-        """Take no new jobs, decode those queued, then stop the worker (waits for it)."""
+        """Take no new jobs, decode those queued, then stop the workers (waits for them)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
 
     async def submit(self, options: Options, lines: list[str]) -> Result:
         """Queue ``lines`` and wait for their n-best lists, in order. Raises :class:`QueueFull`
@@ -121,7 +157,9 @@ class Batcher:
             raise
 
     def _run(self) -> None:
-        while batch := self._gather():
+        answered = 0  # jobs this thread's previous batch answered: clients that may send again
+        while batch := self._gather(answered):
+            answered = len(batch)
             try:
                 self._decode(batch)
             except Exception as e:  # a bug: fail this batch's requests, keep serving
@@ -129,18 +167,22 @@ class Batcher:
                 for job in batch:
                     _deliver(job, None, e)
 
-    def _gather(self) -> list[Job]:
+    def _gather(self, answered: int) -> list[Job]:
         """The next batch: empty only once closed with nothing left."""
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
             if not self._queue:
                 return []
-            deadline = self._queue[0].arrived + self.wait
+            first = self._queue[0].arrived
         batch: list[Job] = []
         tokens = 0
         while tokens < self.batch_tokens:
             with self._cond:
+                if not self._queue and 0 < answered <= len(batch):
+                    break  # the previous batch's clients are back
+                waiting_for_returns = len(batch) < answered
+                deadline = first + self.wait * (RETURN_WAIT if waiting_for_returns else 1)
                 while not self._queue and not self._closing and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
                 if not self._queue:
@@ -193,13 +235,35 @@ class Batcher:
                 start += len(job.lines)
 
     def _translate(self, options: Options, lines: list[str]) -> Result:
-        translator = self.translators[options.model]
-        results = translator.translate(
-            lines, beam_size=options.beam_size, n_best=options.n_best, return_attention=options.attention
-        )
+        if self._pool is not None:
+            results = self._pool.apply(_translate, (None, options, lines))
+        else:
+            results = _translate(self.translators, options, lines)
         if self.on_batch is not None:
             self.on_batch(len(lines))
         return results
+
+
+# The translators of a forked decoding worker: the parent's, inherited at fork.
+_worker_translators: Mapping[str, Translates] = {}
+
+
+def _start_worker() -> None:
+    """A forked decoding worker: one thread (see the module docstring); signals are the
+    parent's to handle, which drains the queue and then closes the pool."""
+    import torch  # workers decode with torch translators only (cmd_serve refuses export directories)
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _translate(translators: Mapping[str, Translates] | None, options: Options, lines: list[str]) -> Result:
+    """Decode one batch group; in a forked worker (``translators`` None), with the inherited ones."""
+    translator = (translators if translators is not None else _worker_translators)[options.model]
+    return translator.translate(
+        lines, beam_size=options.beam_size, n_best=options.n_best, return_attention=options.attention
+    )
 
 
 def _deliver(job: Job, result: Result | None, error: BaseException | None) -> None:
