@@ -29,6 +29,11 @@ def _cells(results: Sequence[Result]) -> list[str]:
     return [c for c in CELLS if c in present] + sorted(present - set(CELLS))
 
 
+def _seeds(results: Sequence[Result]) -> str:
+    seeds = sorted({r["seed"] for r in results})
+    return ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
+
+
 def _settings_line(settings: dict[str, Any]) -> str:
     s = settings
     return (
@@ -60,11 +65,10 @@ def accuracy_table(results: Sequence[Result]) -> str:
             entries.append(f"{statistics.mean(accs):.3f} ({', '.join(f'{a:.2f}' for a in accs)})" if accs else "–")
         lines.append(f"| {cell} | " + " | ".join(entries) + " |")
     first = results[0]
-    seeds = sorted({r["seed"] for r in results})
     lines += [
         "",
         f"Held-out accuracy ({first['settings']['eval_sequences']} sequences) naming the token L steps back: "
-        f"mean over seeds {', '.join(map(str, seeds))} (each seed in brackets). Chance: {first['chance']:.3f}.",
+        f"mean over {_seeds(results)} (each seed in brackets). Chance: {first['chance']:.3f}.",
         f"Each run: {_settings_line(first['settings'])}.",
     ]
     return "\n".join(lines) + "\n"
@@ -98,6 +102,9 @@ def plot_accuracy(results: Sequence[Result], path: Path) -> None:
     if results:
         ax.axhline(results[0]["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xscale("log")
+    ticks = sorted({r["distance"] for r in results})
+    ax.set_xticks(ticks, [str(d) for d in ticks])  # the measured distances, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("distance L (tokens between the answer and the prediction)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.02)
@@ -129,12 +136,11 @@ def gradient_table(results: Sequence[Result], distances: Sequence[int] = (0, 1, 
             curve = _mean_curve(runs, key)
             lines.append(f"| {cell} | {label} | " + " | ".join(f"{curve[d]:.2e}" for d in shown) + f" | {acc} |")
     first = results[0]
-    seeds = sorted({r["seed"] for r in results})
     lines += [
         "",
         f"‖∂L/∂h‖ for the state d steps before the loss, the cross-entropy of the first-token task at "
         f"L={first['distance']}, per sequence, mean over {first['settings']['sequences']} held-out sequences "
-        f"and seeds {', '.join(map(str, seeds))}; accuracy: held-out, after training.",
+        f"and {_seeds(results)}; accuracy: held-out, after training.",
         f"Training: {_settings_line(first['settings'])}.",
     ]
     return "\n".join(lines) + "\n"
@@ -149,10 +155,10 @@ def plot_gradient_flow(results: Sequence[Result], path: Path) -> None:
         runs = [r for r in results if r["cell"] == cell]
         (line,) = ax.plot(_mean_curve(runs, "trained"), label=cell)
         ax.plot(_mean_curve(runs, "init"), linestyle="--", color=line.get_color())
-    ax.plot([], [], linestyle="--", color="grey", label="(dashed: at initialisation)")
+    ax.plot([], [], linestyle="--", color="grey", label="dashed: at initialisation")
     ax.set_yscale("log")
     ax.set_xlabel("distance from the loss (steps)")
-    ax.set_ylabel("‖∂L/∂h_t‖ per sequence")
+    ax.set_ylabel("‖∂L/∂h‖ per sequence (solid: trained)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
