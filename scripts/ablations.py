@@ -18,8 +18,8 @@ Every variant's config is loaded and checked before anything trains (the base mu
 for ``forget_bias``). Variants with the same resolved config (the base itself, mostly) share
 their runs. Each run is ``seq2seq train CONFIG`` in DIR/runs/NAME-sSEED with training.seed SEED,
 max_steps N (no epoch or time limit, no early stop), validate_every K and threads 1, J at a
-time; DIR/runs/NAME-sSEED.json is written as it ends (a run whose JSON holds the same settings
-is not run again). ``ablations.md``, rebuilt from DIR alone by ``--report-only``, gives per
+time; DIR/runs/NAME-sSEED.json is written as it ends (a run that finished with the same
+settings is not run again; a failed one is). ``ablations.md``, rebuilt from DIR alone by ``--report-only``, gives per
 variant: best dev BLEU (greedy validation; the mean and each seed), final dev loss, loss spikes
 and the share of clipped updates (from metrics.jsonl; without clipping, the share above 1.0),
 and updates/s (J runs shared the machine), each the mean over the seeds.
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Seq2SeqError, OSError) as e:  # a config or run directory that cannot be used
         print(f"ablations.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ablations.py: interrupted; the same command continues with the runs not yet done", file=sys.stderr)
+        return 130
 
 
 def ablate(args: argparse.Namespace) -> int:
@@ -105,8 +108,11 @@ def ablate(args: argparse.Namespace) -> int:
         jobs = [(name, sets, seed) for name, sets in runs.items() for seed in seeds]
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "plan.json", [{"row": r, "variant": v, "run": n} for r, v, n, _ in plan])
-        with ThreadPoolExecutor(args.jobs) as pool:
+        pool = ThreadPoolExecutor(args.jobs)
+        try:
             failed = [r for r in pool.map(lambda job: train(args, *job), jobs) if r]
+        finally:  # on Ctrl-C, start no more runs (the running ones stop on the same signal)
+            pool.shutdown(cancel_futures=True)
     table = report(out)
     print(table, end="")
     for line in failed:
@@ -154,8 +160,10 @@ def train(args: argparse.Namespace, name: str, sets: list[str], seed: str) -> st
     ]
     settings = {"config": str(args.config), "set": sets}
     result_path, run_dir = runs / f"{run}.json", runs / run
-    if result_path.exists() and json.loads(result_path.read_text(encoding="utf-8")).get("settings") == settings:
-        return ""
+    if result_path.exists():  # done before: not again, unless it failed or its settings differ
+        previous = json.loads(result_path.read_text(encoding="utf-8"))
+        if previous.get("settings") == settings and "error" not in previous:
+            return ""
     runs.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "seq2seq", "train", args.config, "--run-dir", str(run_dir), "--overwrite"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

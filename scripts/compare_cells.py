@@ -13,8 +13,9 @@ in the encoder and the decoder (``lstmp`` projects to half the hidden size), tra
 SEED, max_steps N (no epoch or time limit, no early stop), validate_every K and threads 1,
 J runs at a time (J at most the cores: each run has one to itself), then ``seq2seq evaluate
 --split test --beam-size 5`` on its best.pt. DIR/runs/CELL-sSEED.json is written as each run
-ends (its log: DIR/runs/CELL-sSEED.log); a run whose JSON holds the same settings is not run
-again, so a stopped experiment continues where it was.
+ends (its log: DIR/runs/CELL-sSEED.log); a run that finished with the same settings is not run
+again (a failed one is), so the same command continues a stopped experiment, and run again
+after training it repeats the speed phase alone.
 
 Speed (alone, one thread): for R rounds, each cell in turn trains N updates of a fresh model on
 the same batches (after 5 updates of warm-up) and decodes the test set with beam 5 using its
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--cells", help="comma-separated (default: every cell; with --report-only: those in DIR)")
     parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=2000, help="updates per run (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1500, help="updates per run (default: %(default)s)")
     parser.add_argument("--validate-every", type=int, default=250, help="updates (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: %(default)s)")
     parser.add_argument("--speed-rounds", type=int, default=3, help="interleaved speed rounds; 0: none")
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Seq2SeqError, OSError) as e:  # a config, run directory or checkpoint that cannot be used
         print(f"compare_cells.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("compare_cells.py: interrupted; the same command continues with the runs not yet done", file=sys.stderr)
+        return 130
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -90,8 +94,11 @@ def compare(args: argparse.Namespace) -> int:
         for sets in configs.values():  # every cell's config checked before anything runs
             load_config(args.config, sets)
         jobs = [(cell, seed, configs[cell]) for cell in cells for seed in seeds]
-        with ThreadPoolExecutor(args.jobs) as pool:
+        pool = ThreadPoolExecutor(args.jobs)
+        try:
             failed = [r for r in pool.map(lambda job: train_and_test(args, *job), jobs) if r]
+        finally:  # on Ctrl-C, start no more runs (the running ones stop on the same signal)
+            pool.shutdown(cancel_futures=True)
         if args.speed_rounds > 0:
             measure_speed(args, {cell: load_config(args.config, sets) for cell, sets in configs.items()}, seeds[0])
     table = report(out, cells)
@@ -126,8 +133,10 @@ def train_and_test(args: argparse.Namespace, cell: str, seed: int, sets: list[st
     ]
     settings = {"config": str(args.config), "set": sets}
     result_path, run_dir = runs / f"{name}.json", runs / name
-    if result_path.exists() and json.loads(result_path.read_text(encoding="utf-8")).get("settings") == settings:
-        return ""
+    if result_path.exists():  # done before: not again, unless it failed or its settings differ
+        previous = json.loads(result_path.read_text(encoding="utf-8"))
+        if previous.get("settings") == settings and "error" not in previous:
+            return ""
     runs.mkdir(parents=True, exist_ok=True)
     seq2seq = [sys.executable, "-m", "seq2seq"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -72,7 +72,7 @@ def test_a_run_summary_reads_the_windows_and_validations() -> None:
     summary = summarize_metrics(records)
     assert summary["steps"] == 30 and summary["best_dev_bleu"] == 1.5 and summary["final_dev_loss"] == 3.5
     assert summary["tokens_per_s"] == 200.0 and summary["loss_spikes"] == 3
-    assert summary["updates_per_s"] == 7.5  # the median of 10 / 2 s and 10 / 1 s
+    assert summary["updates_per_s"] == 7.5  # the median of the two spans between windows: 5 and 10 a second
     assert summary["clip_rate"] == 0.75  # the windows that had updates to count, each weighted by its updates
     assert summary["grad_norm_median"] == 1.5 and [d["step"] for d in summary["dev"]] == [10, 30]
 
