@@ -29,17 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from seq2seq.config import config_to_dict, load_config
-from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq.errors import ConfigError
+from seq2seq.train import experiment
 
 
 def both(key: str, value: object) -> list[str]:
@@ -71,53 +68,32 @@ def rows(cell: str) -> dict[str, tuple[str, list[tuple[str, list[str]]]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="the base run config (not needed with --report-only)")
-    parser.add_argument("--out-dir", required=True)
+    parser = experiment.parser(__doc__, steps=1000)
     parser.add_argument("--rows", default=",".join(rows("lstm")), help="comma-separated (default: %(default)s)")
-    parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1000, help="updates per run (default: %(default)s)")
-    parser.add_argument("--validate-every", type=int, default=250, help="updates (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="base config overrides")
-    parser.add_argument("--report-only", action="store_true", help="tabulate the runs already in DIR")
     args = parser.parse_args(argv)
-    try:
-        return ablate(args)
-    except (Seq2SeqError, OSError) as e:  # a config or run directory that cannot be used
-        print(f"ablations.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ablations.py: interrupted; the same command continues with the runs not yet done", file=sys.stderr)
-        return 130
+    return experiment.command("ablations.py", ablate, args)
 
 
-def ablate(args: argparse.Namespace) -> int:
+def ablate(args: argparse.Namespace) -> tuple[str, list[str]]:
     out, failed = Path(args.out_dir), []
     if not args.report_only:
-        if not args.config:
-            raise ConfigError("give CONFIG, or --report-only to tabulate the runs in --out-dir")
-        for name, value in (("--steps", args.steps), ("--validate-every", args.validate_every), ("--jobs", args.jobs)):
-            if value < 1:
-                raise ConfigError(f"{name}: {value} must be at least 1")
-        seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
-        if not seeds or not all(s.isdigit() for s in seeds):
-            raise ConfigError(f"--seeds: {args.seeds!r}: give comma-separated non-negative integers, e.g. 1,2")
+        seeds = experiment.check_flags(args)
         plan = plan_runs(args)
-        runs = {name: sets for _, _, name, sets in plan}
-        jobs = [(name, sets, seed) for name, sets in runs.items() for seed in seeds]
+        variants = {name: sets for _, _, name, sets in plan}
+        runs = [
+            experiment.TrainingRun(
+                f"{name}-s{seed}",
+                args.config,
+                (*sets, *experiment.budget(seed, args.steps, args.validate_every)),
+                {"run": name, "seed": seed},
+            )
+            for name, sets in variants.items()
+            for seed in seeds
+        ]
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "plan.json", [{"row": r, "variant": v, "run": n} for r, v, n, _ in plan])
-        pool = ThreadPoolExecutor(args.jobs)
-        try:
-            failed = [r for r in pool.map(lambda job: train(args, *job), jobs) if r]
-        finally:  # on Ctrl-C, start no more runs (the running ones stop on the same signal)
-            pool.shutdown(cancel_futures=True)
-    table = report(out)
-    print(table, end="")
-    for line in failed:
-        print(f"ablations.py: {line}", file=sys.stderr)
-    return 1 if failed else 0
+        experiment.write_json(out / "plan.json", [{"row": r, "variant": v, "run": n} for r, v, n, _ in plan])
+        failed = experiment.run_trainings(runs, out / "runs", args.jobs, on_done=_print_run)
+    return report(out), failed
 
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, str, list[str]]]:
@@ -145,56 +121,8 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, str, list[str]]]
     return plan
 
 
-def train(args: argparse.Namespace, name: str, sets: list[str], seed: str) -> str:
-    """Train one variant and seed unless its JSON holds these settings; returns what failed ('' if nothing)."""
-    runs, run = Path(args.out_dir) / "runs", f"{name}-s{seed}"
-    sets = [
-        *sets,
-        f"training.seed={seed}",
-        f"training.max_steps={args.steps}",
-        "training.max_epochs=0",
-        "training.max_minutes=0",
-        "training.patience=0",
-        f"training.validate_every={args.validate_every}",
-        "training.threads=1",
-    ]
-    settings = {"config": str(args.config), "set": sets}
-    result_path, run_dir = runs / f"{run}.json", runs / run
-    if result_path.exists():  # done before: not again, unless it failed or its settings differ
-        previous = json.loads(result_path.read_text(encoding="utf-8"))
-        if previous.get("settings") == settings and "error" not in previous:
-            return ""
-    runs.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "seq2seq", "train", args.config, "--run-dir", str(run_dir), "--overwrite"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with (runs / f"{run}.log").open("w", encoding="utf-8") as log:
-        done = subprocess.run([*cmd, *(x for s in sets for x in ("--set", s))], stdout=log, stderr=log, env=env)
-    result: dict[str, Any] = {"run": name, "seed": int(seed), "settings": settings}
-    if done.returncode:  # a diverged run is a result too: its table cell says so
-        result["error"] = f"{run} failed (exit {done.returncode}); see {runs / f'{run}.log'}"
-    else:
-        from seq2seq.train.logs import read_metrics, summarize_metrics
-
-        result.update(summarize_metrics(read_metrics(run_dir / "metrics.jsonl")))
-    _write_json(result_path, result)
-    error = str(result.get("error", ""))
-    print(f"{run}: " + (error or f"best dev BLEU {result['best_dev_bleu']:.2f}"), flush=True)
-    return error
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """``value`` as strict JSON (a non-finite number as null), written atomically."""
-    from seq2seq.atomic import atomic_open
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(plain(value), indent=1, allow_nan=False) + "\n")
+def _print_run(name: str, result: dict[str, Any]) -> None:
+    print(f"{name}: " + result.get("error", f"best dev BLEU {result['best_dev_bleu']:.2f}"), flush=True)
 
 
 def report(out: Path) -> str:

@@ -35,148 +35,70 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from seq2seq.config import CELLS, RunConfig, cell_overrides, load_config
-from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq.errors import ConfigError
+from seq2seq.train import experiment
 
 WARMUP_UPDATES = 5  # before the timed updates of the speed phase
 TEST_BEAM = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="the run config (not needed with --report-only)")
-    parser.add_argument("--out-dir", required=True)
+    parser = experiment.parser(__doc__, steps=1500)
     parser.add_argument("--cells", help="comma-separated (default: every cell; with --report-only: those in DIR)")
-    parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1500, help="updates per run (default: %(default)s)")
-    parser.add_argument("--validate-every", type=int, default=250, help="updates (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: %(default)s)")
     parser.add_argument("--speed-rounds", type=int, default=3, help="interleaved speed rounds; 0: none")
     parser.add_argument("--speed-steps", type=int, default=30, help="timed updates per cell and round")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--report-only", action="store_true", help="tabulate and plot the runs already in DIR")
     args = parser.parse_args(argv)
-    try:
-        return compare(args)
-    except (Seq2SeqError, OSError) as e:  # a config, run directory or checkpoint that cannot be used
-        print(f"compare_cells.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("compare_cells.py: interrupted; the same command continues with the runs not yet done", file=sys.stderr)
-        return 130
+    return experiment.command("compare_cells.py", compare, args)
 
 
-def compare(args: argparse.Namespace) -> int:
+def compare(args: argparse.Namespace) -> tuple[str, list[str]]:
     out = Path(args.out_dir)
-    cells = _names(args.cells, "--cells", CELLS) if args.cells else None
+    cells = _cells(args.cells) if args.cells else None
     failed: list[str] = []
     if not args.report_only:
-        if not args.config:
-            raise ConfigError("give CONFIG, or --report-only to tabulate the runs in --out-dir")
-        seeds = [int(s) for s in _names(args.seeds, "--seeds")]
-        for name, value in (("--steps", args.steps), ("--validate-every", args.validate_every), ("--jobs", args.jobs)):
-            if value < 1:
-                raise ConfigError(f"{name}: {value} must be at least 1")
+        seeds = experiment.check_flags(args)
         base = load_config(args.config, args.set)
         cells = cells or list(CELLS)
         configs = {cell: [*args.set, *cell_overrides(cell, base)] for cell in cells}
         for sets in configs.values():  # every cell's config checked before anything runs
             load_config(args.config, sets)
-        jobs = [(cell, seed, configs[cell]) for cell in cells for seed in seeds]
-        pool = ThreadPoolExecutor(args.jobs)
-        try:
-            failed = [r for r in pool.map(lambda job: train_and_test(args, *job), jobs) if r]
-        finally:  # on Ctrl-C, start no more runs (the running ones stop on the same signal)
-            pool.shutdown(cancel_futures=True)
+        runs = [
+            experiment.TrainingRun(
+                f"{cell}-s{seed}",
+                args.config,
+                (*configs[cell], *experiment.budget(seed, args.steps, args.validate_every)),
+                {"cell": cell, "seed": seed},
+                evaluate=("--split", "test", "--beam-size", str(TEST_BEAM)),
+            )
+            for cell in cells
+            for seed in seeds
+        ]
+        failed = experiment.run_trainings(runs, out / "runs", args.jobs, on_done=_print_run)
         if args.speed_rounds > 0:
             measure_speed(args, {cell: load_config(args.config, sets) for cell, sets in configs.items()}, seeds[0])
-    table = report(out, cells)
-    print(table, end="")
-    for line in failed:
-        print(f"compare_cells.py: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    return report(out, cells), failed
 
 
-def _names(text: str, flag: str, allowed: tuple[str, ...] = ()) -> list[str]:
+def _cells(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if (allowed and n not in allowed) or (not allowed and not n.isdigit())]
+    bad = [n for n in names if n not in CELLS]
     if not names or bad:
-        what = f"one of {', '.join(allowed)}" if allowed else "a non-negative integer"
-        raise ConfigError(f"{flag}: {bad[0] if bad else text!r} is not {what}; give a comma-separated list")
+        raise ConfigError(
+            f"--cells: {bad[0] if bad else text!r} is not one of {', '.join(CELLS)}; give a comma-separated list"
+        )
     return names
 
 
-def train_and_test(args: argparse.Namespace, cell: str, seed: int, sets: list[str]) -> str:
-    """Train and test one cell and seed unless its JSON holds these settings; returns what
-    failed ('' if nothing)."""
-    runs, name = Path(args.out_dir) / "runs", f"{cell}-s{seed}"
-    sets = [
-        *sets,
-        f"training.seed={seed}",
-        f"training.max_steps={args.steps}",
-        "training.max_epochs=0",
-        "training.max_minutes=0",
-        "training.patience=0",
-        f"training.validate_every={args.validate_every}",
-        "training.threads=1",
-    ]
-    settings = {"config": str(args.config), "set": sets}
-    result_path, run_dir = runs / f"{name}.json", runs / name
-    if result_path.exists():  # done before: not again, unless it failed or its settings differ
-        previous = json.loads(result_path.read_text(encoding="utf-8"))
-        if previous.get("settings") == settings and "error" not in previous:
-            return ""
-    runs.mkdir(parents=True, exist_ok=True)
-    seq2seq = [sys.executable, "-m", "seq2seq"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    train = [*seq2seq, "train", args.config, "--run-dir", str(run_dir), "--overwrite"]
-    test = [*seq2seq, "evaluate", "--checkpoint", str(run_dir / "best.pt"), "--split", "test", "--json"]
-    test += ["--beam-size", str(TEST_BEAM), "--threads", "1"]
-    train += [x for s in sets for x in ("--set", s)]
-    with (runs / f"{name}.log").open("w", encoding="utf-8") as log:
-        done = subprocess.run(train, stdout=log, stderr=log, text=True, env=env, check=False)
-        if done.returncode == 0:
-            done = subprocess.run(test, stdout=subprocess.PIPE, stderr=log, text=True, env=env, check=False)
-    result: dict[str, Any] = {"cell": cell, "seed": seed, "settings": settings}
-    if done.returncode:
-        result["error"] = f"{name} failed (exit {done.returncode}); see {runs / f'{name}.log'}"
-    else:
-        from seq2seq.checkpoint import read_checkpoint
-        from seq2seq.train.logs import read_metrics, summarize_metrics
-
-        result.update(summarize_metrics(read_metrics(run_dir / "metrics.jsonl")))
-        result["parameters"] = sum(v.numel() for v in read_checkpoint(run_dir / "best.pt").weights.values())
-        result["test_bleu"] = json.loads(done.stdout)["bleu"]
-    _write_json(result_path, result)
-    error = str(result.get("error", ""))
-    print(f"{name}: " + (error or f"test BLEU {result['test_bleu']:.2f}"), flush=True)
-    return error
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """``value`` as strict JSON (a non-finite number as null), written atomically."""
-    from seq2seq.atomic import atomic_open
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(plain(value), indent=1, allow_nan=False) + "\n")
+def _print_run(name: str, result: dict[str, Any]) -> None:
+    print(f"{name}: " + result.get("error", f"test BLEU {result['evaluation']['bleu']:.2f}"), flush=True)
 
 
 def measure_speed(args: argparse.Namespace, configs: dict[str, RunConfig], seed: int) -> None:
@@ -213,9 +135,8 @@ def measure_speed(args: argparse.Namespace, configs: dict[str, RunConfig], seed:
     speed = {cell: {k: statistics.median(v) for k, v in r.items()} for cell, r in raw.items()}
     for figures in speed.values():
         figures["epoch_seconds"] = epoch_tokens / figures["tokens_per_s"]
-    _write_json(
-        out / "speed.json", {"rounds": args.speed_rounds, "updates": args.speed_steps, "cells": speed, "raw": raw}
-    )
+    summary = {"rounds": args.speed_rounds, "updates": args.speed_steps, "cells": speed, "raw": raw}
+    experiment.write_json(out / "speed.json", summary)
 
 
 def time_updates(config: RunConfig, data: Any, plan: list[Any], device: Any) -> tuple[float, int]:
@@ -261,7 +182,7 @@ def summarize_cell(cell: str, runs: list[dict[str, Any]], speed: dict[str, float
     return {
         "cell": cell,
         "parameters": ok[0]["parameters"] if ok else None,
-        "test_bleu": [(r["seed"], r["test_bleu"]) for r in ok],
+        "test_bleu": [(r["seed"], r["evaluation"]["bleu"]) for r in ok],
         "dev_bleu": statistics.mean(r["best_dev_bleu"] for r in ok) if ok else None,
         "steps": max((r["steps"] for r in ok), default=None),
         "failed": sorted(r["seed"] for r in runs if "error" in r),

@@ -12,6 +12,7 @@ the rest in about a minute.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -69,6 +71,16 @@ def write_toy_corpus(directory: Path, n_train: int = 300, n_dev: int = 20, seed:
 def data_overrides(corpus: Path) -> list[str]:
     """``--set`` flags that point the tiny config's train and dev sets at ``corpus``."""
     return ["--set", f"data.train.path={corpus}/train", "--set", f"data.dev.path={corpus}/dev"]
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module, to call its ``main(argv)`` and functions in-process
+    (scripts are not a package: tests/test_scripts.py keeps them from importing one another)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def seeded_rng(what: str) -> random.Random:

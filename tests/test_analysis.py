@@ -10,12 +10,11 @@ import json
 import re
 import statistics
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
+from conftest import load_script
 from torch import Tensor, nn
 
 from seq2seq.analysis import gradient_flow, long_range
@@ -23,14 +22,6 @@ from seq2seq.analysis.runs import Run, read_results, run_all
 from seq2seq.config import CELLS
 from seq2seq.errors import DataError
 from seq2seq.models.stack import Recurrent
-
-
-def script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def has_matplotlib() -> bool:
@@ -214,7 +205,7 @@ def test_saved_runs_are_kept_and_runs_of_other_settings_redone(tmp_path: Path) -
 
 
 def test_long_range_script_saves_each_run_and_tabulates_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    main = script("long_range").main
+    main = load_script("long_range").main
     argv = ["--out-dir", str(tmp_path), "--cells", "rnn,lstmp", "--distances", "2,3", "--seeds", "0,1"]
     argv += ["--steps", "3", "--hidden-size", "8", "--eval-sequences", "20"]
     assert main([*argv, "--jobs", "2"]) == 0
@@ -244,7 +235,7 @@ def test_long_range_script_saves_each_run_and_tabulates_them(tmp_path: Path, cap
 
 
 def test_gradient_flow_script_saves_each_run_and_tabulates_them(tmp_path: Path) -> None:
-    main = script("gradient_flow").main
+    main = load_script("gradient_flow").main
     argv = ["--out-dir", str(tmp_path), "--cells", "rnn,lstm_peephole", "--distance", "6", "--seeds", "0"]
     assert main([*argv, "--steps", "2", "--sequences", "8"]) == 0
     results = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("gradient_flow-*.json")}

@@ -1,32 +1,23 @@
 """The stability metrics of a training log window (gradient norms before clipping, the share of
-clipped updates, loss spikes) and the experiment scripts that read them:
-scripts/compare_cells.py and scripts/ablations.py (their tables from per-run JSON, and a tiny
-end-to-end run of each)."""
+clipped updates, loss spikes) and the experiments that read them: seq2seq.train.experiment's
+training runs, scripts/compare_cells.py and scripts/ablations.py (their tables from per-run
+JSON, and a tiny end-to-end run of each)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ROOT, TINY, data_overrides, write_toy_corpus
+from conftest import TINY, data_overrides, load_script, write_toy_corpus
 
 from seq2seq.cli import main as seq2seq_main
+from seq2seq.errors import ConfigError
+from seq2seq.train.experiment import TrainingRun, budget, check_flags, parser, run_trainings
 from seq2seq.train.guard import WARMUP, DivergenceGuard
 from seq2seq.train.logs import UNCLIPPED_THRESHOLD, Window, read_metrics, summarize_metrics
-
-
-def script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # --- the metrics --------------------------------------------------------------------------
 
@@ -110,7 +101,8 @@ def write(path: Path, value: Any) -> None:
 
 def cell_run(cell: str, seed: int, test_bleu: float, curve: list[tuple[int, float, float]]) -> dict[str, Any]:
     dev = [{"step": s, "elapsed": e, "dev_bleu": b, "dev_loss": 3.0} for s, e, b in curve]
-    return {"cell": cell, "seed": seed, "parameters": 1234, "test_bleu": test_bleu, "steps": curve[-1][0], "dev": dev}
+    evaluation = {"bleu": test_bleu}
+    return {"cell": cell, "seed": seed, "parameters": 1234, "evaluation": evaluation, "steps": curve[-1][0], "dev": dev}
 
 
 def test_compare_cells_report_only_tabulates_the_runs_in_the_directory(tmp_path: Path) -> None:
@@ -127,7 +119,7 @@ def test_compare_cells_report_only_tabulates_the_runs_in_the_directory(tmp_path:
     write(runs / "rnn-s2.json", {"cell": "rnn", "seed": 2, "error": "rnn-s2 failed (exit 1)"})
     speed = {"seconds_per_update": 0.25, "tokens_per_s": 4000.0, "epoch_seconds": 200.0, "decode_sentences_per_s": 8.0}
     write(tmp_path / "speed.json", {"cells": {"gru": speed}})
-    compare = script("compare_cells")
+    compare = load_script("compare_cells")
     assert compare.main(["--out-dir", str(tmp_path), "--report-only"]) == 0
     table = (tmp_path / "cells.md").read_text(encoding="utf-8").splitlines()
     rnn, gru = table[2].split(" | "), table[3].split(" | ")  # in the order of seq2seq.config.CELLS
@@ -154,7 +146,7 @@ def test_ablations_report_only_tabulates_each_variant(tmp_path: Path) -> None:
         tmp_path / "runs/base-s2.json", {"run": "base", "seed": 2, "best_dev_bleu": 12.0, **figures, "loss_spikes": 2}
     )
     write(tmp_path / "runs/clipping-off-s1.json", {"run": "clipping-off", "seed": 1, "error": "diverged"})
-    assert script("ablations").main(["--out-dir", str(tmp_path), "--report-only"]) == 0
+    assert load_script("ablations").main(["--out-dir", str(tmp_path), "--report-only"]) == 0
     table = (tmp_path / "ablations.md").read_text(encoding="utf-8").splitlines()
     assert (
         table[2] == "| gradient clipping | 1.0 | 11.00 | 10.00 (seed 1), 12.00 (seed 2) | 3.000 | 1.5 | 0.50 | 2.00 |"
@@ -162,14 +154,42 @@ def test_ablations_report_only_tabulates_each_variant(tmp_path: Path) -> None:
     assert table[3] == "| gradient clipping | off | – | failed (seed 1) | – | – | – | – |"
 
 
+def test_a_run_done_with_the_same_settings_is_skipped_and_a_failed_one_recorded(tmp_path: Path) -> None:
+    sets = tuple(budget(1, 10, 5))
+    assert "training.max_steps=10" in sets and "training.threads=1" in sets and "training.seed=1" in sets
+    done = TrainingRun("done-s1", TINY, sets, {"seed": 1})
+    write(tmp_path / "done-s1.json", {"seed": 1, "settings": done.settings, "best_dev_bleu": 3.0})
+    broken = TrainingRun("broken-s1", str(tmp_path / "missing.yaml"), sets, {"seed": 1})
+    finished: list[str] = []
+    errors = run_trainings([done, broken], tmp_path, jobs=2, on_done=lambda name, _: finished.append(name))
+    assert finished == ["broken-s1"] and not (tmp_path / "done-s1.log").exists()  # not run again
+    assert len(errors) == 1 and "broken-s1 failed" in errors[0] and "broken-s1.log" in errors[0]
+    saved = json.loads((tmp_path / "broken-s1.json").read_text(encoding="utf-8"))
+    assert saved["seed"] == 1 and saved["settings"] == broken.settings and "error" in saved
+    # other settings (here: an evaluation after training) make the same name a new run
+    assert TrainingRun("done-s1", TINY, sets, {"seed": 1}, evaluate=("--split", "test")).settings != done.settings
+
+
+def test_experiment_flags_are_checked() -> None:
+    flags = parser(None, steps=10)
+    assert check_flags(flags.parse_args([TINY, "--out-dir", "x", "--seeds", " 1, 2,"])) == [1, 2]
+    for text in ("", "1,x", "-1"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            check_flags(flags.parse_args([TINY, "--out-dir", "x", f"--seeds={text}"]))
+    with pytest.raises(ConfigError, match="--validate-every: 0 must be at least 1"):
+        check_flags(flags.parse_args([TINY, "--out-dir", "x", "--validate-every", "0"]))
+    with pytest.raises(ConfigError, match="give CONFIG"):
+        check_flags(flags.parse_args(["--out-dir", "x"]))
+
+
 def test_the_scripts_name_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert script("compare_cells").main(["--out-dir", str(tmp_path), "--report-only"]) == 2
+    assert load_script("compare_cells").main(["--out-dir", str(tmp_path), "--report-only"]) == 2
     assert "no run results" in capsys.readouterr().err
-    assert script("ablations").main(["--out-dir", str(tmp_path)]) == 2
+    assert load_script("ablations").main(["--out-dir", str(tmp_path)]) == 2
     assert "give CONFIG" in capsys.readouterr().err
-    assert script("ablations").main([TINY, "--out-dir", str(tmp_path), "--rows", "forget_bias"]) == 2
+    assert load_script("ablations").main([TINY, "--out-dir", str(tmp_path), "--rows", "forget_bias"]) == 2
     assert "must have LSTM cells" in capsys.readouterr().err
-    assert script("compare_cells").main([TINY, "--out-dir", str(tmp_path), "--cells", "gru,tree"]) == 2
+    assert load_script("compare_cells").main([TINY, "--out-dir", str(tmp_path), "--cells", "gru,tree"]) == 2
     assert "--cells: 'tree' is not one of" in capsys.readouterr().err
 
 
@@ -186,11 +206,11 @@ def toy_sets(corpus: Path) -> list[str]:
 def test_compare_cells_trains_tests_and_times_every_cell_and_seed(tmp_path: Path) -> None:
     corpus, out = write_toy_corpus(tmp_path / "corpus", n_train=120, n_dev=8), tmp_path / "out"
     flags = [TINY, "--out-dir", str(out), "--cells", "gru", "--seeds", "1,2", "--steps", "10", "--validate-every", "5"]
-    compare = script("compare_cells")
+    compare = load_script("compare_cells")
     assert compare.main([*flags, "--speed-rounds", "1", "--speed-steps", "2", *toy_sets(corpus)]) == 0
     for seed in (1, 2):
         run = json.loads((out / f"runs/gru-s{seed}.json").read_text())
-        assert run["steps"] == 10 and [d["step"] for d in run["dev"]] == [5, 10] and run["test_bleu"] >= 0
+        assert run["steps"] == 10 and [d["step"] for d in run["dev"]] == [5, 10] and run["evaluation"]["bleu"] >= 0
     speed = json.loads((out / "speed.json").read_text())["cells"]["gru"]
     assert speed["tokens_per_s"] > 0 and speed["decode_sentences_per_s"] > 0
     row = (out / "cells.md").read_text().splitlines()[2]
@@ -205,7 +225,7 @@ def test_compare_cells_trains_tests_and_times_every_cell_and_seed(tmp_path: Path
 def test_ablations_train_each_variant_once(tmp_path: Path) -> None:
     corpus, out = write_toy_corpus(tmp_path / "corpus", n_train=120, n_dev=8), tmp_path / "out"
     flags = ["--rows", "clipping", "--seeds", "1", "--steps", "10", "--validate-every", "5"]
-    assert script("ablations").main([TINY, "--out-dir", str(out), *flags, *toy_sets(corpus)]) == 0
+    assert load_script("ablations").main([TINY, "--out-dir", str(out), *flags, *toy_sets(corpus)]) == 0
     assert sorted(p.name for p in (out / "runs").glob("*.json")) == ["clipping-1.0-s1.json", "clipping-off-s1.json"]
     table = (out / "ablations.md").read_text().splitlines()
     assert [line.split(" | ")[1] for line in table[2:]] == ["1.0", "off"]
