@@ -23,10 +23,10 @@ from pathlib import Path
 
 from seq2seq.analysis import gradient_flow
 from seq2seq.analysis.long_range import LongRangeSettings
-from seq2seq.analysis.report import gradient_table, plot_gradient_flow
+from seq2seq.analysis.report import gradient_table, plot_gradient_flow, write_report
 from seq2seq.analysis.runs import Run, read_results, run_all
 from seq2seq.config import CELLS
-from seq2seq.errors import MissingExtraError, Seq2SeqError
+from seq2seq.errors import Seq2SeqError
 
 PREFIX = "gradient_flow-"
 
@@ -96,20 +96,11 @@ def experiment(args: argparse.Namespace, cells: list[str], settings: LongRangeSe
 
 def report(out: Path) -> int:
     results = read_results(out, PREFIX)
-    if not results:
-        print(
-            f"gradient_flow.py: error: no {PREFIX}*.json results in {out}; run without --report-only", file=sys.stderr
+    print(
+        "\n".join(
+            write_report(out, "gradient_flow", gradient_table(results), lambda path: plot_gradient_flow(results, path))
         )
-        return 2
-    table = gradient_table(results)
-    (out / "gradient_flow.md").write_text(table, encoding="utf-8")
-    print(table, end="")
-    print(f"table: {out / 'gradient_flow.md'}")
-    try:
-        plot_gradient_flow(results, out / "gradient_flow.png")
-        print(f"plot: {out / 'gradient_flow.png'}")
-    except MissingExtraError as e:
-        print(f"no plot: {e}", file=sys.stderr)
+    )
     return 0
 
 

@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 from seq2seq.analysis import long_range
-from seq2seq.analysis.report import accuracy_table, plot_accuracy
+from seq2seq.analysis.report import accuracy_table, plot_accuracy, write_report
 from seq2seq.analysis.runs import Run, read_results, run_all
 from seq2seq.config import CELLS
-from seq2seq.errors import MissingExtraError, Seq2SeqError
+from seq2seq.errors import Seq2SeqError
 from seq2seq.models.custom_cells import RECURRENT_INITS
 
 PREFIX = "long_range-"
@@ -107,18 +107,9 @@ def experiment(
 
 def report(out: Path) -> int:
     results = read_results(out, PREFIX)
-    if not results:
-        print(f"long_range.py: error: no {PREFIX}*.json results in {out}; run without --report-only", file=sys.stderr)
-        return 2
-    table = accuracy_table(results)
-    (out / "long_range.md").write_text(table, encoding="utf-8")
-    print(table, end="")
-    print(f"table: {out / 'long_range.md'}")
-    try:
-        plot_accuracy(results, out / "long_range.png")
-        print(f"plot: {out / 'long_range.png'}")
-    except MissingExtraError as e:
-        print(f"no plot: {e}", file=sys.stderr)
+    print(
+        "\n".join(write_report(out, "long_range", accuracy_table(results), lambda path: plot_accuracy(results, path)))
+    )
     return 0
 
 

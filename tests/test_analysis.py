@@ -199,6 +199,8 @@ def test_saved_runs_are_kept_and_runs_of_other_settings_redone(tmp_path: Path) -
     (tmp_path / "x-0.json").write_text("{", encoding="utf-8")
     with pytest.raises(DataError, match=r"x-0\.json: cannot read this result"):
         read_results(tmp_path, "x-")
+    with pytest.raises(DataError, match=r"no y-\*\.json results in .*; run the experiment first"):
+        read_results(tmp_path, "y-")
 
 
 # --- the scripts ----------------------------------------------------------------------------

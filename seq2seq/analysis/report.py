@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +163,16 @@ def plot_gradient_flow(results: Sequence[Result], path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def write_report(out: Path, name: str, table: str, plot: Callable[[Path], None]) -> list[str]:
+    """Write ``table`` to ``out/NAME.md`` and draw ``plot`` into ``out/NAME.png``; returns what
+    to tell the user: the table, where each file went, or why there is no plot."""
+    (out / f"{name}.md").write_text(table, encoding="utf-8")
+    lines = [table.rstrip("\n"), f"table: {out / f'{name}.md'}"]
+    try:
+        plot(out / f"{name}.png")
+        lines.append(f"plot: {out / f'{name}.png'}")
+    except MissingExtraError as e:
+        lines.append(f"no plot: {e}")
+    return lines

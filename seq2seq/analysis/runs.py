@@ -97,7 +97,8 @@ def _results(runs: list[Run], jobs: int) -> Iterator[tuple[str, Any]]:
 
 def read_results(directory: Path, prefix: str) -> list[dict[str, Any]]:
     """The results saved as ``directory/prefix*.json``, in name order; :class:`DataError`
-    naming the file when one is unreadable, and when runs of different settings are mixed."""
+    naming the file when one is unreadable, when runs of different settings are mixed, and
+    when there are none."""
     results, first = [], None
     for path in sorted(directory.glob(f"{prefix}*.json")):
         try:
@@ -111,4 +112,6 @@ def read_results(directory: Path, prefix: str) -> list[dict[str, Any]]:
         elif data["settings"] != first[1]:
             raise DataError(f"{path} and {first[0]} were run with different settings; use one --out-dir per setting")
         results.append(data)
+    if not results:
+        raise DataError(f"no {prefix}*.json results in {directory}; run the experiment first (without --report-only)")
     return results
