@@ -24,38 +24,23 @@ from pathlib import Path
 from seq2seq.analysis import gradient_flow
 from seq2seq.analysis.long_range import LongRangeSettings
 from seq2seq.analysis.report import gradient_table, plot_gradient_flow, write_report
-from seq2seq.analysis.runs import Run, read_results, run_all
-from seq2seq.config import CELLS
+from seq2seq.analysis.runs import Run, checked_cells, read_results, run_all, script_parser
 from seq2seq.errors import Seq2SeqError
 
 PREFIX = "gradient_flow-"
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     default = LongRangeSettings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated (default: every cell)")
+    parser = script_parser(__doc__)
     parser.add_argument("--distance", type=int, default=50, help="the task's L (the loss is L steps after the answer)")
-    parser.add_argument("--seeds", type=int_list, default=[0, 1])
     parser.add_argument("--steps", type=int, default=default.steps, help="training updates per run")
     parser.add_argument("--sequences", type=int, default=256, help="held-out sequences the norms average over")
     parser.add_argument("--forget-bias", type=float, default=default.forget_bias, help="LSTM cells")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process and thread each")
-    parser.add_argument("--report-only", action="store_true", help="tabulate and plot the results in --out-dir")
     args = parser.parse_args(argv)
-    cells = args.cells.split(",")
-    if unknown := [c for c in cells if c not in CELLS]:
-        parser.error(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
-    if args.jobs < 1 or args.distance < 1 or args.sequences < 1:
-        parser.error("--jobs, --distance and --sequences must each be at least 1")
+    cells = checked_cells(parser, args)
+    if args.distance < 1 or args.sequences < 1:
+        parser.error("--distance and --sequences must each be at least 1")
     try:
         settings = LongRangeSettings(steps=args.steps, forget_bias=args.forget_bias)
     except ValueError as e:

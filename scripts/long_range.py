@@ -16,34 +16,22 @@ both from the JSON results in DIR. The task and model: :mod:`seq2seq.analysis.lo
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from seq2seq.analysis import long_range
 from seq2seq.analysis.report import accuracy_table, plot_accuracy, write_report
-from seq2seq.analysis.runs import Run, read_results, run_all
-from seq2seq.config import CELLS
+from seq2seq.analysis.runs import Run, checked_cells, int_list, read_results, run_all, script_parser
 from seq2seq.errors import Seq2SeqError
 from seq2seq.models.custom_cells import RECURRENT_INITS
 
 PREFIX = "long_range-"
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     default = long_range.LongRangeSettings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated (default: every cell)")
+    parser = script_parser(__doc__)
     parser.add_argument("--distances", type=int_list, default=[5, 10, 20, 50, 100, 200])
-    parser.add_argument("--seeds", type=int_list, default=[0, 1])
     parser.add_argument("--steps", type=int, default=default.steps, help="updates per run")
     parser.add_argument("--batch-size", type=int, default=default.batch_size)
     parser.add_argument("--hidden-size", type=int, default=default.hidden_size)
@@ -51,14 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forget-bias", type=float, default=default.forget_bias, help="LSTM cells")
     parser.add_argument("--recurrent-init", default=default.recurrent_init, choices=RECURRENT_INITS)
     parser.add_argument("--eval-sequences", type=int, default=default.eval_sequences)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process and thread each")
-    parser.add_argument("--report-only", action="store_true", help="tabulate and plot the results in --out-dir")
     args = parser.parse_args(argv)
-    cells = args.cells.split(",")
-    if unknown := [c for c in cells if c not in CELLS]:
-        parser.error(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    cells = checked_cells(parser, args)
     try:
         settings = long_range.LongRangeSettings(
             steps=args.steps,

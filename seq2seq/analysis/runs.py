@@ -9,6 +9,7 @@ parallel get equal shares of the CPU and their timings compare.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import multiprocessing
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 
 from seq2seq.atomic import atomic_open
+from seq2seq.config import CELLS
 from seq2seq.errors import DataError
 
-__all__ = ["Run", "read_results", "run_all"]
+__all__ = ["Run", "checked_cells", "read_results", "run_all", "script_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +117,33 @@ def read_results(directory: Path, prefix: str) -> list[dict[str, Any]]:
     if not results:
         raise DataError(f"no {prefix}*.json results in {directory}; run the experiment first (without --report-only)")
     return results
+
+
+def script_parser(description: str | None) -> argparse.ArgumentParser:
+    """The flags of every analysis script: --out-dir, --cells, --seeds, --jobs, --report-only
+    (``scripts/long_range.py``, ``scripts/gradient_flow.py``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated (default: every cell)")
+    parser.add_argument("--seeds", type=int_list, default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process and thread each")
+    parser.add_argument("--report-only", action="store_true", help="tabulate and plot the results in --out-dir")
+    return parser
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated integers."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def checked_cells(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """``--cells`` as a list; exits through ``parser.error`` on an unknown cell or ``--jobs`` below 1."""
+    cells = str(args.cells).split(",")
+    if unknown := [c for c in cells if c not in CELLS]:
+        parser.error(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    return cells
