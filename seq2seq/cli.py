@@ -132,12 +132,7 @@ def _add_serve_parser(sub: Any) -> None:
         )
     _add_search_flags(p)  # the models' defaults; a request may ask for its own beam_size and n_best
     _add_runtime_args(p)
-    p.add_argument(
-        "--workers",
-        type=_number(int, 1),
-        default=1,
-        help="decode in N forked processes of one thread each (CPU only; on a CPU, N = its cores is fastest)",
-    )
+    _add_workers_flag(p, "decode in N forked processes of one thread each (CPU only; fastest with N = the cores)")
 
 
 def _config_value(cls: type[Any], name: str) -> Callable[[str], Any]:
@@ -206,12 +201,12 @@ def _add_search_args(p: argparse.ArgumentParser, exported: bool = False) -> None
         )
     _add_search_flags(p)
     _add_runtime_args(p)
-    p.add_argument(
-        "--workers",
-        type=_number(int, 1),
-        default=1,
-        help="decode batches in N forked processes of one thread each (CPU only)",
-    )
+    _add_workers_flag(p, "decode batches in N forked processes of one thread each (CPU only)")
+
+
+def _add_workers_flag(p: argparse.ArgumentParser, text: str) -> None:
+    """``--workers N`` of translate and serve: forked decoding processes (seq2seq.translate.forked_pool)."""
+    p.add_argument("--workers", type=_number(int, 1), default=1, help=text)
 
 
 def _add_search_flags(p: argparse.ArgumentParser) -> None:

@@ -256,7 +256,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from seq2seq.api import Translator
     from seq2seq.serve.app import create_app, run_server
 
-    if args.workers > 1:
+    if args.workers > 1:  # checked before any checkpoint loads
+        from seq2seq.runtime import pick_device
+        from seq2seq.translate import check_workers
+
+        check_workers(args.workers, pick_device(args.device, "--device"), "--workers")
         exported = [path for path in models.values() if Path(path).is_dir()]
         if exported:
             raise ConfigError(
@@ -266,11 +270,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
         model_id: Translator.load(path, device=args.device, threads=args.threads, **_search_flags(args))
         for model_id, path in models.items()
     }
-    if args.workers > 1:
-        from seq2seq.translate import check_workers
-
-        for translator in translators.values():
-            check_workers(args.workers, translator.device, "--workers")
     if not is_loopback(args.host):
         print(
             f"seq2seq serve: listening on {args.host}, beyond this machine"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-from collections.abc import Iterable, Iterator, Sequence
+import multiprocessing.pool
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -135,7 +136,22 @@ _worker_decode: BatchDecoder | None = None
 def _start_worker(decode: BatchDecoder) -> None:
     global _worker_decode
     _worker_decode = decode
-    torch.set_num_threads(1)  # see _in_workers
+
+
+def forked_pool(
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[object, ...] = ()
+) -> multiprocessing.pool.Pool:
+    """``workers`` forked decoding processes of one thread each, then ``initializer(*initargs)``
+    in each (for ``translate --workers`` and ``serve --workers``). Fork shares the loaded model
+    copy-on-write, so workers start in milliseconds. One thread each: GNU OpenMP cannot start
+    a thread team in a process forked from one that used it (the worker would hang)."""
+    return multiprocessing.get_context("fork").Pool(workers, initializer=_one_thread, initargs=(initializer, initargs))
+
+
+def _one_thread(initializer: Callable[..., None] | None, initargs: tuple[object, ...]) -> None:
+    torch.set_num_threads(1)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _decode_in_worker(src_ids: list[list[int]]) -> list[list[Hypothesis]]:
@@ -148,11 +164,9 @@ def _in_workers(decode: BatchDecoder, batches: list[list[list[int]]], workers: i
 
     A search step is many small operations, and one process with two threads keeps both
     cores busy only inside the larger matrix products; two processes of one thread each keep
-    them busy throughout (``scripts/bench/benchmark.py --decode-workers`` measures it). Fork
-    shares the loaded model copy-on-write, so workers start in milliseconds. Each worker runs
-    one thread: GNU OpenMP cannot start a thread team in a process forked from one that used
-    it (the worker would hang)."""
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(decode,))
+    them busy throughout (``scripts/bench/benchmark.py --decode-workers`` measures it); see
+    :func:`forked_pool`."""
+    pool = forked_pool(workers, _start_worker, (decode,))
     with pool:
         yield from pool.imap(_decode_in_worker, batches)
 

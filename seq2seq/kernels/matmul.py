@@ -111,9 +111,9 @@ def _onednn(x: Tensor, weight: Tensor) -> bool:
     )
 
 
-# The row count oneDNN's packed layout is chosen for; any row count then runs on it, and the
-# layout chosen for a few dozen rows serves both one sentence's beam and a full batch
-# (``scripts/bench/matmul_rates.py --packed`` compares layouts).
+# The row count oneDNN's packed layout is chosen for. Products of any row count run on it: one
+# layout serves one sentence's beam and a full batch alike (``scripts/bench/matmul_rates.py
+# --packed`` times both against plain weights).
 _PACK_ROWS = 64
 
 
@@ -122,7 +122,8 @@ def pack(weight: Tensor) -> Tensor:
     without gradients, where the products may use it; else ``weight`` itself.
 
     Why: oneDNN reorders a plain weight into its blocked layout at every call, which for the
-    few rows of one sentence's beam costs more than the product (``scripts/bench/matmul_rates.py``).
+    few rows of one sentence's beam costs more than the product (``scripts/bench/matmul_rates.py
+    --packed``).
     A packed weight is reordered once, so it pays off only where the same weights serve many
     products: a frozen model's search (:class:`~seq2seq.kernels.casts.CastCache`)."""
     if weight.device.type != "cpu" or not bool(torch.backends.mkldnn.enabled) or not _packable(weight.dtype):

@@ -20,8 +20,8 @@ first few would form a small batch of their own while the rest wait for it
 its own batcher thread from the one queue. One process's threads keep both cores of a small
 CPU busy only inside the larger matrix products, and torch runs slower from a thread other
 than the one that first used its thread pool; processes of one thread each avoid both
-(``scripts/bench/serve_bench.py --workers`` measures it). One thread each because GNU OpenMP
-cannot start a thread team in a process forked from one that used it: it would hang.
+(``scripts/bench/serve_bench.py --serve "--workers 2"`` measures it; the processes are
+:func:`seq2seq.translate.forked_pool`'s).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import multiprocessing.pool
 import signal
 import threading
@@ -114,9 +113,11 @@ class Batcher:
 
     def start(self) -> None:
         if self.workers > 1:
+            from seq2seq.translate import forked_pool
+
             global _worker_translators
             _worker_translators = self.translators  # what the forked workers inherit
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_start_worker)
+            self._pool = forked_pool(self.workers, _ignore_signals)
         for thread in self._threads:
             thread.start()
 
@@ -248,12 +249,9 @@ class Batcher:
 _worker_translators: Mapping[str, Translates] = {}
 
 
-def _start_worker() -> None:
-    """A forked decoding worker: one thread (see the module docstring); signals are the
-    parent's to handle, which drains the queue and then closes the pool."""
-    import torch  # workers decode with torch translators only (cmd_serve refuses export directories)
-
-    torch.set_num_threads(1)
+def _ignore_signals() -> None:
+    """In a forked decoding worker: signals are the parent's to handle, which drains the queue
+    and then closes the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
