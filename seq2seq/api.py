@@ -22,11 +22,12 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import Loaded, load_checkpoint, vocab_difference
-from seq2seq.config import RunConfig, SearchConfig, TrainingConfig, check_n_best, check_value, with_search
+from seq2seq.config import RunConfig, SearchConfig, TrainingConfig, check_n_best, with_search
 from seq2seq.ensemble import Ensemble
 from seq2seq.errors import ConfigError
 from seq2seq.outputs import PairScore, Translation
 from seq2seq.runtime import pick_device, set_threads
+from seq2seq.schema import check_value
 from seq2seq.score import pair_token_log_probs
 from seq2seq.search import Hypothesis, Searchable
 from seq2seq.source_limit import searched_lengths

@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from seq2seq.commands import COMMANDS, SEARCH_FLAGS
-from seq2seq.config import DEVICES, SearchConfig, TrainingConfig, check_number, check_value, field_choices, yaml_problem
+from seq2seq.config import DEVICES, SearchConfig, TrainingConfig
 from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq.schema import check_number, check_value, field_choices, yaml_problem
 
 DEBUG_VARIABLE = "SEQ2SEQ_DEBUG"  # 1: as --debug (tracebacks shown)
 

@@ -4,34 +4,31 @@ A run is described by one YAML file with the sections ``data``, ``model`` (with
 ``encoder`` and ``decoder``), ``training`` and ``search``. :func:`load_config` reads
 it, applies ``--set key=value`` overrides and returns a frozen :class:`RunConfig`.
 Every problem raises :class:`ConfigError` naming the dotted key, the value and
-what would be valid. This module imports only the standard library and yaml, so
-``seq2seq --help`` and config checks stay fast.
+what would be valid; the checking machinery is :mod:`seq2seq.schema`. This module
+imports only the standard library and yaml, so ``seq2seq --help`` and config checks
+stay fast.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from seq2seq.errors import ConfigError
-
-
-def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"choices": choices})
-
-
-def _range(default: float | int, low: float | None = None, high: float | None = None) -> Any:
-    return field(default=default, metadata={"low": low, "high": high})
-
+from seq2seq.schema import (
+    apply_override,
+    bounded,
+    check_value,
+    choice,
+    from_dict,
+    to_plain,
+    yaml_problem,
+)
 
 CORPUS_FORMATS = ("text", "tsv", "jsonl", "hf", "multi30k")
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present (seq2seq.runtime.pick_device)
@@ -54,7 +51,7 @@ class CorpusConfig:
     """
 
     # text: a file per language; tsv, jsonl: one file for both; hf: a Hugging Face dataset; multi30k: Multi30k
-    format: str = _choice("text", *CORPUS_FORMATS)
+    format: str = choice("text", *CORPUS_FORMATS)
     path: str = ""  # text: the file prefix; tsv, jsonl: the file; hf: a hub name or a local directory
     split: str = "train"  # hf, multi30k: the split to read
     src_field: str = ""  # tsv, jsonl, hf: the source column (or key under translation); empty: data.src_lang
@@ -65,11 +62,11 @@ class CorpusConfig:
 class SubwordConfig:
     """SentencePiece models, trained on the training data when a run starts."""
 
-    type: str = _choice("unigram", "unigram", "bpe")  # SentencePiece model type
-    vocab_size: int = _range(8000, 16)  # pieces per SentencePiece model, at most (a small corpus gives fewer)
+    type: str = choice("unigram", "unigram", "bpe")  # SentencePiece model type
+    vocab_size: int = bounded(8000, 16)  # pieces per SentencePiece model, at most (a small corpus gives fewer)
     joint: bool = True  # one model for both languages (spm.model); false: src.model and tgt.model
-    character_coverage: float = _range(1.0, 0.5, 1.0)  # share of characters the model covers (SentencePiece's option)
-    input_sentence_size: int = _range(0, 0)  # 0: all sentences; else a random sample
+    character_coverage: float = bounded(1.0, 0.5, 1.0)  # share of characters the model covers (SentencePiece's option)
+    input_sentence_size: int = bounded(0, 0)  # 0: all sentences; else a random sample
 
 
 @dataclass(frozen=True)
@@ -82,10 +79,10 @@ class DataConfig:
     dev: CorpusConfig = CorpusConfig()  # validation (dev loss and BLEU); evaluate --split dev reads it
     test: CorpusConfig | None = None  # optional; evaluate --split test reads it
     subwords: SubwordConfig = SubwordConfig()
-    max_length: int = _range(100, 1)  # pieces per side; longer training pairs are dropped
-    batch_tokens: int = _range(4096, 1)  # padded tokens per batch: n * max(src_len, tgt_len)
-    batch_sentences: int = _range(0, 0)  # if > 0, batches hold this many sentences instead
-    num_proc: int = _range(1, 1)  # processes encoding subwords (datasets.map); more for big corpora
+    max_length: int = bounded(100, 1)  # pieces per side; longer training pairs are dropped
+    batch_tokens: int = bounded(4096, 1)  # padded tokens per batch: n * max(src_len, tgt_len)
+    batch_sentences: int = bounded(0, 0)  # if > 0, batches hold this many sentences instead
+    num_proc: int = bounded(1, 1)  # processes encoding subwords (datasets.map); more for big corpora
 
 
 # The recurrent cells, by the name a config gives them (seq2seq.models.cells builds each).
@@ -97,20 +94,20 @@ class EncoderConfig:
     """The source embeddings and the recurrent stack that reads them (the recurrent-stack options are the
     decoder's too)."""
 
-    cell: str = _choice("gru", *CELLS)  # recurrent cell, built by seq2seq.models.cells
-    embedding_dim: int = _range(256, 1)  # source embedding size
-    hidden_size: int = _range(256, 1)  # per direction, as in torch.nn.GRU
-    num_layers: int = _range(1, 1)  # stacked recurrent layers
+    cell: str = choice("gru", *CELLS)  # recurrent cell, built by seq2seq.models.cells
+    embedding_dim: int = bounded(256, 1)  # source embedding size
+    hidden_size: int = bounded(256, 1)  # per direction, as in torch.nn.GRU
+    num_layers: int = bounded(1, 1)  # stacked recurrent layers
     bidirectional: bool = True  # read the source in both directions; outputs have twice the features
-    dropout: float = _range(0.3, 0.0, 1.0)  # on embeddings, between layers and on the outputs
+    dropout: float = bounded(0.3, 0.0, 1.0)  # on embeddings, between layers and on the outputs
     # Recurrent-stack options, the same for the decoder (see seq2seq.models.cells):
-    proj_size: int = _range(0, 0)  # lstmp only: output (and recurrent) units, < hidden_size
+    proj_size: int = bounded(0, 0)  # lstmp only: output (and recurrent) units, < hidden_size
     residual: bool = False  # layers above the first add their input to their output
     forget_bias: float = 1.0  # LSTMs: initial forget-gate bias (Gers et al. 2000)
     # orthogonal: each gate's block of the recurrent weights orthogonal (Saxe et al. 2014); default: torch's RNN init
-    recurrent_init: str = _choice("default", "default", "orthogonal")
+    recurrent_init: str = choice("default", "default", "orthogonal")
     # variational: between layers one mask per sequence, and one on the recurrent state (Gal & Ghahramani 2016)
-    dropout_type: str = _choice("plain", "plain", "variational")
+    dropout_type: str = choice("plain", "plain", "variational")
 
 
 @dataclass(frozen=True)
@@ -123,23 +120,23 @@ class DecoderConfig:
     is the additive attention's hidden size (0: ``hidden_size``). ``output_layer`` applies to
     ``context`` and ``bahdanau``; for ``luong``, ``output_size`` is the size of h̃."""
 
-    type: str = _choice("context", "context", "bahdanau", "luong")  # the paper the decoder follows (see above)
-    cell: str = _choice("gru", *CELLS)  # as model.encoder.cell
-    embedding_dim: int = _range(256, 1)  # target embedding size
-    hidden_size: int = _range(512, 1)  # recurrent units per layer
-    num_layers: int = _range(1, 1)  # stacked recurrent layers
-    dropout: float = _range(0.3, 0.0, 1.0)  # on embeddings, between layers and on the output features
-    attention: str = _choice("mlp", "mlp", "dot", "general")  # bahdanau, luong: the score function
-    attention_size: int = _range(0, 0)  # mlp attention's hidden size; 0: hidden_size
+    type: str = choice("context", "context", "bahdanau", "luong")  # the paper the decoder follows (see above)
+    cell: str = choice("gru", *CELLS)  # as model.encoder.cell
+    embedding_dim: int = bounded(256, 1)  # target embedding size
+    hidden_size: int = bounded(512, 1)  # recurrent units per layer
+    num_layers: int = bounded(1, 1)  # stacked recurrent layers
+    dropout: float = bounded(0.3, 0.0, 1.0)  # on embeddings, between layers and on the output features
+    attention: str = choice("mlp", "mlp", "dot", "general")  # bahdanau, luong: the score function
+    attention_size: int = bounded(0, 0)  # mlp attention's hidden size; 0: hidden_size
     input_feeding: bool = True  # luong: feed h̃ to the next step's input (Luong et al. 2015, 3.3)
-    output_layer: str = _choice("maxout", "maxout", "linear")  # context, bahdanau: the deep output's layer
-    output_size: int = _range(256, 1)  # size of the deep output (or of h̃) before the vocabulary
+    output_layer: str = choice("maxout", "maxout", "linear")  # context, bahdanau: the deep output's layer
+    output_size: int = bounded(256, 1)  # size of the deep output (or of h̃) before the vocabulary
     tie_embeddings: bool = False  # needs output_size == embedding_dim
-    proj_size: int = _range(0, 0)  # as model.encoder.proj_size
+    proj_size: int = bounded(0, 0)  # as model.encoder.proj_size
     residual: bool = False  # as model.encoder.residual
     forget_bias: float = 1.0  # as model.encoder.forget_bias
-    recurrent_init: str = _choice("default", "default", "orthogonal")  # as model.encoder.recurrent_init
-    dropout_type: str = _choice("plain", "plain", "variational")  # as model.encoder.dropout_type
+    recurrent_init: str = choice("default", "default", "orthogonal")  # as model.encoder.recurrent_init
+    dropout_type: str = choice("plain", "plain", "variational")  # as model.encoder.dropout_type
 
 
 # What fused_decoder asks for, as the error messages say it.
@@ -180,7 +177,7 @@ class ModelConfig:
     decoder: DecoderConfig = DecoderConfig()
     # tanh: final states -> linear -> tanh (Cho); mean: mean annotation -> linear -> tanh;
     # last: the final state itself (sizes must match); zero
-    bridge: str = _choice("tanh", "tanh", "mean", "last", "zero")
+    bridge: str = choice("tanh", "tanh", "mean", "last", "zero")
 
 
 @dataclass(frozen=True)
@@ -188,43 +185,43 @@ class TrainingConfig:
     """Device, precision, fast paths, optimizer, learning-rate schedule, budget, validation and checkpoints."""
 
     # seeds the weights, dropout masks, batch order and the training of the subword models
-    seed: int = _range(42, 0, 2**32 - 1)
-    device: str = _choice("auto", *DEVICES)  # auto: CUDA when torch sees it, else CPU
-    precision: str = _choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
-    threads: int = _range(0, 0)  # 0: every core this process may use
+    seed: int = bounded(42, 0, 2**32 - 1)
+    device: str = choice("auto", *DEVICES)  # auto: CUDA when torch sees it, else CPU
+    precision: str = choice("auto", "auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs that have it, else fp32
+    threads: int = bounded(0, 0)  # 0: every core this process may use
     # The fast paths of seq2seq.kernels (same equations, same results up to rounding); false runs
     # the plain model of seq2seq.models alone
     kernels: bool = True
     # torch.compile of the decoder's step loop (the fused input-feeding GRU decoder with mlp
     # attention only); reduce-overhead: also CUDA graphs on GPUs
-    compile: str = _choice("none", *COMPILE_MODES)
-    optimizer: str = _choice("adam", "adam", "adamw")  # torch.optim.Adam or AdamW, with the fused update
-    learning_rate: float = _range(3e-4, 0.0)  # the peak rate, reached at the end of warm-up
+    compile: str = choice("none", *COMPILE_MODES)
+    optimizer: str = choice("adam", "adam", "adamw")  # torch.optim.Adam or AdamW, with the fused update
+    learning_rate: float = bounded(3e-4, 0.0)  # the peak rate, reached at the end of warm-up
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's (beta1, beta2), each in [0, 1)
-    weight_decay: float = _range(0.0, 0.0)  # L2 (adam) or decoupled (adamw; Loshchilov & Hutter 2019)
+    weight_decay: float = bounded(0.0, 0.0)  # L2 (adam) or decoupled (adamw; Loshchilov & Hutter 2019)
     # after warm-up: constant; inverse_sqrt (Vaswani et al. 2017); plateau: decay when dev loss stalls
-    scheduler: str = _choice("constant", "constant", "plateau", "inverse_sqrt")
-    warmup_steps: int = _range(0, 0)  # updates of linear warm-up from 0; 0: none
-    decay_factor: float = _range(0.5, 0.0, 1.0)  # plateau: lr multiplier
-    decay_patience: int = _range(2, 0)  # plateau: validations without improvement
-    min_learning_rate: float = _range(1e-6, 0.0)  # floor of the rate after warm-up, whatever the scheduler
-    clip_grad_norm: float = _range(5.0, 0.0)  # 0: no clipping
-    label_smoothing: float = _range(0.0, 0.0, 1.0)  # share of probability spread evenly over the vocabulary
-    accumulate: int = _range(1, 1)  # batches per update
-    max_epochs: int = _range(20, 0)  # 0: no limit
-    max_steps: int = _range(0, 0)  # 0: no limit
-    max_minutes: float = _range(0.0, 0.0)  # wall-time budget; 0: no limit
-    validate_every: int = _range(1000, 1)  # steps
-    keep_checkpoints: int = _range(0, 0)  # keep the weights of the last K validations as ckpt-STEP.pt
-    save_every: int = _range(0, 0)  # steps between last.pt writes; 0: at validation (and save_minutes)
-    save_minutes: float = _range(5.0, 0.0)  # also write last.pt when this long has passed since it was; 0: never
+    scheduler: str = choice("constant", "constant", "plateau", "inverse_sqrt")
+    warmup_steps: int = bounded(0, 0)  # updates of linear warm-up from 0; 0: none
+    decay_factor: float = bounded(0.5, 0.0, 1.0)  # plateau: lr multiplier
+    decay_patience: int = bounded(2, 0)  # plateau: validations without improvement
+    min_learning_rate: float = bounded(1e-6, 0.0)  # floor of the rate after warm-up, whatever the scheduler
+    clip_grad_norm: float = bounded(5.0, 0.0)  # 0: no clipping
+    label_smoothing: float = bounded(0.0, 0.0, 1.0)  # share of probability spread evenly over the vocabulary
+    accumulate: int = bounded(1, 1)  # batches per update
+    max_epochs: int = bounded(20, 0)  # 0: no limit
+    max_steps: int = bounded(0, 0)  # 0: no limit
+    max_minutes: float = bounded(0.0, 0.0)  # wall-time budget; 0: no limit
+    validate_every: int = bounded(1000, 1)  # steps
+    keep_checkpoints: int = bounded(0, 0)  # keep the weights of the last K validations as ckpt-STEP.pt
+    save_every: int = bounded(0, 0)  # steps between last.pt writes; 0: at validation (and save_minutes)
+    save_minutes: float = bounded(5.0, 0.0)  # also write last.pt when this long has passed since it was; 0: never
     # updates in a row with a non-finite loss or gradient norm (each skipped) that stop the run as diverged
-    max_bad_updates: int = _range(5, 1)
-    log_every: int = _range(50, 1)  # steps between training log records (metrics.jsonl, TensorBoard, the log)
+    max_bad_updates: int = bounded(5, 1)
+    log_every: int = bounded(50, 1)  # steps between training log records (metrics.jsonl, TensorBoard, the log)
     # what best.pt and patience follow: dev BLEU or dev loss (the plateau scheduler follows dev loss)
-    early_stopping_metric: str = _choice("bleu", "bleu", "loss")
-    patience: int = _range(0, 0)  # validations without improvement; 0: never stop early
-    validation_beam_size: int = _range(1, 1)  # 1: greedy
+    early_stopping_metric: str = choice("bleu", "bleu", "loss")
+    patience: int = bounded(0, 0)  # validations without improvement; 0: never stop early
+    validation_beam_size: int = bounded(1, 1)  # 1: greedy
 
     def __post_init__(self) -> None:
         check_compile("training", self.compile, self.kernels)
@@ -252,27 +249,27 @@ class SearchConfig:
     """Greedy or beam search, for translate and evaluate (whose flags override it) and for validation (with
     training.validation_beam_size)."""
 
-    beam_size: int = _range(5, 1)  # 1: greedy search
-    n_best: int = _range(1, 1)  # hypotheses per sentence, at most beam_size
+    beam_size: int = bounded(5, 1)  # 1: greedy search
+    n_best: int = bounded(1, 1)  # hypotheses per sentence, at most beam_size
     # divisor of a hypothesis' log-probability: none; average: its length (EOS included); gnmt: Wu et al. (2016)
-    length_penalty: str = _choice("gnmt", "none", "average", "gnmt")
-    alpha: float = _range(1.0, 0.0)  # gnmt: ((5 + len) / 6) ** alpha
-    max_length_a: float = _range(1.5, 0.0)  # max output pieces = a * source pieces + b
-    max_length_b: int = _range(10, 0)  # see max_length_a
-    min_length: int = _range(0, 0)  # target pieces before EOS is allowed
-    batch_size: int = _range(64, 1)  # sentences per decoding batch
-    precision: str = _choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
+    length_penalty: str = choice("gnmt", "none", "average", "gnmt")
+    alpha: float = bounded(1.0, 0.0)  # gnmt: ((5 + len) / 6) ** alpha
+    max_length_a: float = bounded(1.5, 0.0)  # max output pieces = a * source pieces + b
+    max_length_b: int = bounded(10, 0)  # see max_length_a
+    min_length: int = bounded(0, 0)  # target pieces before EOS is allowed
+    batch_size: int = bounded(64, 1)  # sentences per decoding batch
+    precision: str = choice("auto", "auto", "fp32", "bf16")  # bf16: autocast products; auto: bf16 on GPUs that have it
     kernels: bool = True  # as training.kernels
-    compile: str = _choice("none", *COMPILE_MODES)  # as training.compile
+    compile: str = choice("none", *COMPILE_MODES)  # as training.compile
     # Vocabulary selection (seq2seq.data.shortlist): decode over the shortlist_frequent most frequent
     # target pieces plus the shortlist strongest of each source piece; 0 = the full vocabulary.
-    shortlist: int = _range(0, 0, SHORTLIST_MAX)
+    shortlist: int = bounded(0, 0, SHORTLIST_MAX)
     # with shortlist > 0: how many of the most frequent target pieces are always searched over
-    shortlist_frequent: int = _range(500, 0, SHORTLIST_FREQUENT_MAX)
+    shortlist_frequent: int = bounded(500, 0, SHORTLIST_FREQUENT_MAX)
     # source pieces of a line to translate (translate, evaluate, the Python API); 0: no limit
-    max_source_length: int = _range(256, 0)
+    max_source_length: int = bounded(256, 0)
     # a line past max_source_length: truncate (cut, with a warning naming the line) or refuse (an error naming it)
-    long_source: str = _choice("truncate", "truncate", "refuse")
+    long_source: str = choice("truncate", "truncate", "refuse")
 
     def __post_init__(self) -> None:  # also after dataclasses.replace
         check_n_best(self.n_best, self.beam_size)
@@ -341,126 +338,6 @@ class RunConfig:
                 )
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it in that type."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
-        return from_dict(tp, value, key)  # type: ignore[arg-type]
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):  # no key has a meaning for NaN or infinity
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise AssertionError(f"unhandled annotation {tp!r} for {key}")
-
-
-def from_dict(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build the dataclass ``cls`` from ``data``, checking every key recursively."""
-    fields = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in fields:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{where}: unknown key; valid keys here: {', '.join(fields)}")
-    kwargs = {}
-    for name in fields:
-        if name in data:
-            kwargs[name] = check_value(cls, name, data[name], f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
-
-
-def check_value(cls: type[Any], name: str, value: Any, key: str) -> Any:
-    """``value`` for the field ``name`` of the config dataclass ``cls``, converted to the
-    field's type and checked against its choices and range; :class:`ConfigError` naming
-    ``key`` otherwise. :func:`from_dict` checks every key with it, the command line its flags."""
-    (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
-    value = _convert(value, typing.get_type_hints(cls)[name], key)
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    _check_range(value, f.metadata.get("low"), f.metadata.get("high"), key)
-    return value
-
-
-def check_number(value: Any, kind: type[int] | type[float], low: float | None, high: float | None, key: str) -> Any:
-    """``value`` as ``kind`` (int or float, finite) within [``low``, ``high``] (``None``: no
-    bound), checked as config keys are: the rule for the command-line numbers that have no
-    config key (``--workers``, ``--port``, ...); :class:`ConfigError` naming ``key`` otherwise."""
-    value = _convert(value, kind, key)
-    _check_range(value, low, high, key)
-    return value
-
-
-def _check_range(value: Any, low: float | None, high: float | None, key: str) -> None:
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ConfigError(f"{key}: {value!r} is outside {bounds}")
-
-
-def field_choices(cls: type[Any], name: str) -> tuple[str, ...]:
-    """The choices of the field ``name`` of ``cls`` (for command-line flags)."""
-    (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
-    choices: tuple[str, ...] = f.metadata["choices"]
-    return choices
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` to the raw YAML dict; the value is parsed as YAML."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. training.learning_rate=5e-4")
-    *parents, leaf = key.strip().split(".")
-    node = raw
-    for i, part in enumerate(parents):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(parents[: i + 1])}: is a value, not a section")
-        node = child
-    try:
-        node[leaf] = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {assignment}: {yaml_problem(e)}; quote the value to mean it as text") from None
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """One line for a YAML error (PyYAML's own message spans several, with a caret): where it
-    is and what is wrong; a tag such as ``!!python/object`` is named as not allowed."""
-    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(error.problem):
-        problem = f"{str(error.problem).split('constructor for the ')[-1]} is not allowed: give a plain value"
-    else:
-        problem = str(getattr(error, "problem", None) or error).replace("\n", " ")
-    mark = getattr(error, "problem_mark", None)
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
-
-
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config, apply ``--set`` overrides and check everything."""
     path = Path(path)
@@ -487,17 +364,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     return config
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain data (dicts, lists, str, numbers) for YAML files and checkpoints."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(dataclasses.asdict(config))
+config_to_dict = to_plain  # plain data (dicts, lists, str, numbers) for YAML files and checkpoints
 
 
 def cell_overrides(cell: str, config: RunConfig) -> list[str]:

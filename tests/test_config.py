@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq.config import RunConfig, SearchConfig, check_value, config_from_dict, config_to_dict, load_config
+from seq2seq.config import RunConfig, SearchConfig, config_from_dict, config_to_dict, load_config
 from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
+from seq2seq.schema import check_value
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

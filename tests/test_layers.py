@@ -19,6 +19,7 @@ ABOVE_MODELS_AND_DATA = [
 # module prefix -> seq2seq modules it must not import
 FORBIDDEN = {
     "seq2seq.errors": ["seq2seq."],
+    "seq2seq.schema": ["seq2seq.config", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", "seq2seq.kernels"],
     "seq2seq.config": ["seq2seq.atomic", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", "seq2seq.kernels"],
     "seq2seq.atomic": ["seq2seq.config", "seq2seq.runtime", "seq2seq.models", "seq2seq.data", "seq2seq.kernels"],
     "seq2seq.runtime": ["seq2seq.models", "seq2seq.data", "seq2seq.kernels", *ABOVE_MODELS_AND_DATA],

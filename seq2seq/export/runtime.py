@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from seq2seq.config import SearchConfig, from_dict, with_search
+from seq2seq.config import SearchConfig, with_search
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.export.directory import Graphs, processor, read_json, session
 from seq2seq.export.search import Hypothesis, beam_search, greedy_search
 from seq2seq.outputs import PairScore, Translation
+from seq2seq.schema import from_dict
 from seq2seq.source_limit import limit_source, searched_lengths
 
 PRECISIONS = {"auto": "file", "fp32": "file", "int8": "int8"}  # precision -> the graph entry to load
