@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = experiment.parser(__doc__, steps=1000)
     parser.add_argument("--rows", default=",".join(rows("lstm")), help="comma-separated (default: %(default)s)")
     args = parser.parse_args(argv)
-    return experiment.command("ablations.py", ablate, args)
+    status, table, errors = experiment.outcome("ablations.py", ablate, args)
+    print(table, end="")
+    for line in errors:
+        print(line, file=sys.stderr)
+    return status
 
 
 def ablate(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -98,7 +102,8 @@ def ablate(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, str, list[str]]]:
     """(row, variant, run name, overrides) for every variant of the chosen rows, each config
-    loaded and checked; variants with the same resolved config share the first one's run."""
+    loaded and checked; variants with the same resolved config share one run (the base
+    config's is ``base``, with no overrides of its own)."""
     base = load_config(args.config, args.set)
     cell = base.model.decoder.cell
     table = rows(cell)
@@ -109,6 +114,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, str, list[str]]]
     if "forget_bias" in chosen and not {base.model.encoder.cell, cell} <= {"lstm", "layernorm_lstm", "lstm_peephole"}:
         raise ConfigError(f"--rows forget_bias: {args.config} must have LSTM cells (model.*.cell: lstm; has {cell})")
     names: dict[str, str] = {json.dumps(config_to_dict(base), sort_keys=True): "base"}
+    sets_of: dict[str, list[str]] = {"base": [*args.set]}
     plan = []
     for row in chosen:
         for variant, overrides in table[row][1]:
@@ -117,7 +123,9 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, str, list[str]]]
             except ConfigError as e:
                 raise ConfigError(f"--rows {row}, variant {variant}: {e}") from None
             name = names.setdefault(json.dumps(config_to_dict(config), sort_keys=True), f"{row}-{variant}")
-            plan.append((row, variant, name, [*args.set, *overrides]))
+            # a shared run trains with its first overrides (the base with none), whichever rows are chosen
+            sets = sets_of.setdefault(name, [*args.set, *overrides])
+            plan.append((row, variant, name, sets))
     return plan
 
 

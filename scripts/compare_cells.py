@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-rounds", type=int, default=3, help="interleaved speed rounds; 0: none")
     parser.add_argument("--speed-steps", type=int, default=30, help="timed updates per cell and round")
     args = parser.parse_args(argv)
-    return experiment.command("compare_cells.py", compare, args)
+    status, table, errors = experiment.outcome("compare_cells.py", compare, args)
+    print(table, end="")
+    for line in errors:
+        print(line, file=sys.stderr)
+    return status
 
 
 def compare(args: argparse.Namespace) -> tuple[str, list[str]]:

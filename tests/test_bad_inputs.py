@@ -934,8 +934,8 @@ def test_scripts_that_read_checkpoints_catch_the_error() -> None:
     for script in sorted((ROOT / "scripts").rglob("*.py")):
         text = script.read_text(encoding="utf-8")
         if any(name in text for name in CHECKPOINT_READERS):
-            # seq2seq.train.experiment.command catches it for the experiment scripts
-            catches = "Seq2SeqError" in text or "experiment.command(" in text
+            # seq2seq.train.experiment.outcome catches it for the experiment scripts
+            catches = "Seq2SeqError" in text or "experiment.outcome(" in text
             assert catches, f"{script.name} reads checkpoints but never catches Seq2SeqError"
 
 

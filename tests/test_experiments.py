@@ -5,6 +5,7 @@ JSON, and a tiny end-to-end run of each)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -230,3 +231,14 @@ def test_ablations_train_each_variant_once(tmp_path: Path) -> None:
     table = (out / "ablations.md").read_text().splitlines()
     assert [line.split(" | ")[1] for line in table[2:]] == ["1.0", "off"]
     assert all("(seed 1)" in line for line in table[2:])
+
+
+def test_variants_that_are_the_base_config_share_one_run_whichever_rows_are_chosen() -> None:
+    ablations = load_script("ablations")
+    plans = [
+        ablations.plan_runs(argparse.Namespace(config="configs/ablations.yaml", set=[], rows=rows))
+        for rows in ("clipping,dropout,layernorm", "layernorm,dropout")
+    ]
+    for plan in plans:
+        assert {(run, tuple(sets)) for _, _, run, sets in plan if run == "base"} == {("base", ())}
+        assert sum(run == "base" for _, _, run, _ in plan) == len({row for row, _, _, _ in plan})

@@ -28,7 +28,7 @@ from seq2seq.atomic import atomic_open
 from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.train.logs import read_metrics, summarize_metrics
 
-__all__ = ["TrainingRun", "budget", "check_flags", "command", "parser", "run_trainings", "write_json"]
+__all__ = ["TrainingRun", "budget", "check_flags", "outcome", "parser", "run_trainings", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +82,20 @@ def check_flags(args: argparse.Namespace) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def command(
+def outcome(
     script: str, experiment: Callable[[argparse.Namespace], tuple[str, list[str]]], args: argparse.Namespace
-) -> int:
+) -> tuple[int, str, list[str]]:
     """``experiment(args)`` -> (its table, the errors of its failed runs) as the command
-    ``script``: prints the table, then each error on stderr. Exit status 0; 1 when a run failed;
-    2 for a config, run directory or checkpoint that cannot be used (the error printed, naming
+    ``script`` ends: (exit status, its output, its lines for stderr). Status 0; 1 when a run
+    failed; 2 for a config, run directory or checkpoint that cannot be used (the error, naming
     it); 130 on Ctrl-C (the same command continues with the runs not yet done)."""
     try:
         table, failed = experiment(args)
     except (Seq2SeqError, OSError) as e:
-        print(f"{script}: error: {e}", file=sys.stderr)
-        return 2
+        return 2, "", [f"{script}: error: {e}"]
     except KeyboardInterrupt:
-        print(f"{script}: interrupted; the same command continues with the runs not yet done", file=sys.stderr)
-        return 130
-    print(table, end="")
-    for line in failed:
-        print(f"{script}: {line}", file=sys.stderr)
-    return 1 if failed else 0
+        return 130, "", [f"{script}: interrupted; the same command continues with the runs not yet done"]
+    return (1 if failed else 0), table, [f"{script}: {line}" for line in failed]
 
 
 def budget(seed: int, steps: int, validate_every: int) -> list[str]:
