@@ -373,7 +373,7 @@ def test_the_guide_example_runs_without_torch(exported: tuple[Path, Path]) -> No
 def test_runtime_modules_import_no_torch_statically() -> None:
     """The runtime's modules, and the package __init__ files above them, import only numpy,
     onnxruntime, sentencepiece, the standard library and the torch-free seq2seq modules."""
-    allowed_seq2seq = {"seq2seq.errors", "seq2seq.config", "seq2seq.outputs", "seq2seq.export.search"}
+    allowed_seq2seq = {"seq2seq.errors", "seq2seq.config", "seq2seq.schema", "seq2seq.outputs", "seq2seq.export.search"}
     allowed_seq2seq |= {"seq2seq.export.directory", "seq2seq.source_limit"}
     for name in ("runtime", "search", "directory", "__init__"):
         path = ROOT / "seq2seq" / "export" / f"{name}.py"

@@ -9,7 +9,7 @@ numpy, SentencePiece reads and writes the text.
 
 It answers as :class:`seq2seq.api.Translator` does (:class:`seq2seq.outputs.Translates`),
 and ``Translator.load(DIR)`` returns one. Imports numpy, onnxruntime, sentencepiece and the
-torch-free modules seq2seq.errors, seq2seq.config and seq2seq.outputs, never torch.
+torch-free modules seq2seq.errors, seq2seq.config, seq2seq.schema and seq2seq.outputs, never torch.
 """
 
 from __future__ import annotations
