@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import CELLS, RunConfig, cell_overrides, load_config
+from seq2seq.config import CELLS, RunConfig, cell_overrides, load_config, parse_cells
 from seq2seq.errors import ConfigError
 from seq2seq.train import experiment
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare(args: argparse.Namespace) -> tuple[str, list[str]]:
     out = Path(args.out_dir)
-    cells = _cells(args.cells) if args.cells else None
+    cells = parse_cells(args.cells) if args.cells else None
     failed: list[str] = []
     if not args.report_only:
         seeds = experiment.check_flags(args)
@@ -89,16 +89,6 @@ def compare(args: argparse.Namespace) -> tuple[str, list[str]]:
         if args.speed_rounds > 0:
             measure_speed(args, {cell: load_config(args.config, sets) for cell, sets in configs.items()}, seeds[0])
     return report(out, cells), failed
-
-
-def _cells(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in CELLS]
-    if not names or bad:
-        raise ConfigError(
-            f"--cells: {bad[0] if bad else text!r} is not one of {', '.join(CELLS)}; give a comma-separated list"
-        )
-    return names
 
 
 def _print_run(name: str, result: dict[str, Any]) -> None:

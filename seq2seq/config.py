@@ -89,6 +89,18 @@ class DataConfig:
 CELLS = ("rnn", "gru", "lstm", "lstm_peephole", "lstmp", "layernorm_gru", "layernorm_lstm")
 
 
+def parse_cells(text: str) -> list[str]:
+    """A ``--cells`` flag's comma-separated cell names (the experiment scripts'); :class:`ConfigError`
+    naming the first that is not in :data:`CELLS`, or the flag when none is given."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in CELLS]
+    if not names or bad:
+        raise ConfigError(
+            f"--cells: {bad[0] if bad else text!r} is not one of {', '.join(CELLS)}; give a comma-separated list"
+        )
+    return names
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """The source embeddings and the recurrent stack that reads them (the recurrent-stack options are the

@@ -250,3 +250,14 @@ def test_gradient_flow_script_saves_each_run_and_tabulates_them(tmp_path: Path) 
     if has_matplotlib():
         assert (tmp_path / "gradient_flow.png").stat().st_size > 0
     assert main(["--out-dir", str(tmp_path / "empty"), "--report-only"]) == 2  # nothing there to report
+
+
+@pytest.mark.parametrize("script", ["long_range", "gradient_flow"])
+def test_an_unknown_cell_flag_names_the_cell_and_the_choices(
+    script: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        load_script(script).main(["--out-dir", str(tmp_path), "--cells", "gru,tree"])
+    assert exit.value.code == 2
+    assert "--cells: 'tree' is not one of rnn, gru" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

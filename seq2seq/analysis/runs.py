@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from seq2seq.atomic import atomic_open
-from seq2seq.config import CELLS
-from seq2seq.errors import DataError
+from seq2seq.config import CELLS, parse_cells
+from seq2seq.errors import ConfigError, DataError
 
 __all__ = ["Run", "checked_cells", "read_results", "run_all", "script_parser"]
 
@@ -141,9 +141,10 @@ def int_list(text: str) -> list[int]:
 
 def checked_cells(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """``--cells`` as a list; exits through ``parser.error`` on an unknown cell or ``--jobs`` below 1."""
-    cells = str(args.cells).split(",")
-    if unknown := [c for c in cells if c not in CELLS]:
-        parser.error(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
+    try:
+        cells = parse_cells(str(args.cells))
+    except ConfigError as e:
+        parser.error(str(e))
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     return cells
