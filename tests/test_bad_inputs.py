@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import importlib.util
 import json
 import os
 import shlex
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, TINY, write_toy_corpus, write_untrained_checkpoint
+from conftest import ROOT, TINY, load_script, write_toy_corpus, write_untrained_checkpoint
 
 from seq2seq.checkpoint import read_checkpoint, write_checkpoint
 from seq2seq.cli import main
@@ -941,10 +940,7 @@ def test_scripts_that_read_checkpoints_catch_the_error() -> None:
 
 def test_a_script_prints_a_checkpoint_error(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
-    spec = importlib.util.spec_from_file_location("phrase_map", ROOT / "scripts" / "phrase_map.py")
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("phrase_map")
     (tmp_path / "bad.pt").write_bytes(env.ckpt.read_bytes()[:5000])
     (tmp_path / "phrases.txt").write_text("ein\nzwei\nHund\n", encoding="utf-8")
     argv = ["--checkpoint", str(tmp_path / "bad.pt"), str(tmp_path / "phrases.txt"), str(tmp_path / "map.png")]

@@ -4,7 +4,6 @@ force-decoding each pair alone, step by step; lines keep their order, count and 
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import TINY, WORDS, data_overrides, write_toy_corpus
+from conftest import TINY, WORDS, data_overrides, load_script, write_toy_corpus
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli import main
@@ -123,11 +122,7 @@ def test_malformed_line_is_named(checkpoint: Path, tmp_path: Path, capsys: pytes
 
 
 def phrase_map() -> Any:
-    spec = importlib.util.spec_from_file_location("phrase_map", ROOT / "scripts/phrase_map.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("phrase_map")
 
 
 @pytest.mark.slow
