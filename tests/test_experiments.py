@@ -223,6 +223,27 @@ def test_compare_cells_trains_tests_and_times_every_cell_and_seed(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_a_longer_budget_resumes_a_finished_run_and_equals_training_straight_to_it(tmp_path: Path) -> None:
+    corpus = write_toy_corpus(tmp_path / "corpus", n_train=120, n_dev=8)
+    data = (f"data.train.path={corpus}/train", f"data.dev.path={corpus}/dev")
+
+    def run(steps: int) -> TrainingRun:
+        return TrainingRun("gru-s1", TINY, (*data, *budget(1, steps, 5)), {"seed": 1})
+
+    extended, straight = tmp_path / "extended", tmp_path / "straight"
+    assert run_trainings([run(10)], extended, jobs=1) == [] and run_trainings([run(20)], extended, jobs=1) == []
+    assert run_trainings([run(20)], straight, jobs=1) == []
+    log = (extended / "gru-s1.log").read_text(encoding="utf-8")
+    assert "resumed from" in log and "step 10" in log.split("resumed from")[0]  # the first part's log is kept
+    a, b = (json.loads((d / "gru-s1.json").read_text(encoding="utf-8")) for d in (extended, straight))
+    assert a["settings"] == b["settings"] and a["steps"] == b["steps"] == 20
+    assert [(d["step"], d["dev_loss"], d["dev_bleu"]) for d in a["dev"]] == [
+        (d["step"], d["dev_loss"], d["dev_bleu"]) for d in b["dev"]
+    ]
+    assert [d["step"] for d in a["dev"]] == [5, 10, 15, 20]
+
+
+@pytest.mark.slow
 def test_ablations_train_each_variant_once(tmp_path: Path) -> None:
     corpus, out = write_toy_corpus(tmp_path / "corpus", n_train=120, n_dev=8), tmp_path / "out"
     flags = ["--rows", "clipping", "--seeds", "1", "--steps", "10", "--validate-every", "5"]

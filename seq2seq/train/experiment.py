@@ -5,7 +5,10 @@ of updates (no epoch or time limit, no early stop), optionally followed by ``seq
 evaluate`` on its best.pt; several run at a time, and each leaves ``DIR/NAME.json`` (written
 atomically as it ends) and its output in ``DIR/NAME.log``. A run whose JSON holds the same
 settings and no error is not run again, so the same command continues a stopped experiment;
-a failed or interrupted one runs again. Runs are subprocesses (not in-process threads) so that
+a failed or interrupted one runs again. A finished run whose settings differ only in a smaller
+``training.max_steps`` is resumed from its ``last.pt`` to the new budget: with the constant
+learning rate of the experiments' configs, that is the run trained straight to it (resume is
+exact), so a longer budget costs only the updates it adds. Runs are subprocesses (not in-process threads) so that
 each has its own one-thread torch and a diverged run is a result, not a crash.
 """
 
@@ -134,16 +137,40 @@ def _done(run: TrainingRun, path: Path) -> bool:
     return isinstance(previous, dict) and previous.get("settings") == run.settings and "error" not in previous
 
 
+def _max_steps(overrides: Sequence[str]) -> tuple[list[str], int]:
+    """``overrides`` without ``training.max_steps=N``, and N (0 when absent)."""
+    prefix = "training.max_steps="
+    steps = [int(s[len(prefix) :]) for s in overrides if s.startswith(prefix)]
+    return [s for s in overrides if not s.startswith(prefix)], steps[-1] if steps else 0
+
+
+def _extends(run: TrainingRun, path: Path) -> bool:
+    """Whether ``path`` holds a finished run of ``run`` but for fewer updates (its settings differ
+    only in a smaller ``training.max_steps``) whose ``last.pt`` can continue it."""
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        settings = dict(previous["settings"])
+    except (OSError, ValueError, KeyError, TypeError):  # absent, half-written or not a result
+        return False
+    if "error" in previous or not (path.parent / run.name / "last.pt").is_file():
+        return False
+    before, after = _max_steps(settings.get("set", [])), _max_steps(run.overrides)
+    same = {**settings, "set": before[0]} == {**run.settings, "set": after[0]}
+    return same and 0 < before[1] < after[1]
+
+
 def _train(run: TrainingRun, directory: Path) -> dict[str, Any] | None:
-    """Run one training (and its evaluation) unless it is done; its result, or None if skipped."""
+    """Run one training (and its evaluation) unless it is done, resuming a shorter finished one;
+    its result, or None if skipped."""
     path, run_dir = directory / f"{run.name}.json", directory / run.name
     if _done(run, path):
         return None
+    extend = _extends(run, path)
     seq2seq = [sys.executable, "-m", "seq2seq"]
-    train = [*seq2seq, "train", run.config, "--run-dir", str(run_dir), "--overwrite"]
+    train = [*seq2seq, "train", run.config, "--run-dir", str(run_dir), "--resume" if extend else "--overwrite"]
     train += [x for s in run.overrides for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with (directory / f"{run.name}.log").open("w", encoding="utf-8") as out:
+    with (directory / f"{run.name}.log").open("a" if extend else "w", encoding="utf-8") as out:
         done = subprocess.run(train, stdout=out, stderr=out, text=True, env=env, check=False)
         if done.returncode == 0 and run.evaluate is not None:
             test = [*seq2seq, "evaluate", "--checkpoint", str(run_dir / "best.pt"), "--json", "--threads", "1"]
