@@ -8,8 +8,9 @@ settings and no error is not run again, so the same command continues a stopped 
 a failed or interrupted one runs again. A finished run whose settings differ only in a smaller
 ``training.max_steps`` is resumed from its ``last.pt`` to the new budget: with the constant
 learning rate of the experiments' configs, that is the run trained straight to it (resume is
-exact), so a longer budget costs only the updates it adds. Runs are subprocesses (not in-process threads) so that
-each has its own one-thread torch and a diverged run is a result, not a crash.
+exact), so a longer budget costs only the updates it adds. Runs are subprocesses (not
+in-process threads) so that each has its own one-thread torch and a diverged run is a
+result, not a crash.
 """
 
 from __future__ import annotations
@@ -129,43 +130,44 @@ def write_json(path: Path, value: Any) -> None:
         f.write(json.dumps(plain(value), indent=1, allow_nan=False) + "\n")
 
 
-def _done(run: TrainingRun, path: Path) -> bool:
+def _finished(path: Path) -> dict[str, Any] | None:
+    """The settings of the finished run saved at ``path``; None when it is absent, half-written,
+    not a result or a failed run: then it runs (again)."""
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # absent or half-written: run it
-        return False
-    return isinstance(previous, dict) and previous.get("settings") == run.settings and "error" not in previous
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(previous, dict) and isinstance(previous.get("settings"), dict) and "error" not in previous
+    return previous["settings"] if ok else None
 
 
 def _max_steps(overrides: Sequence[str]) -> tuple[list[str], int]:
-    """``overrides`` without ``training.max_steps=N``, and N (0 when absent)."""
+    """``overrides`` without ``training.max_steps=N``, and N (0 when absent or not a number)."""
     prefix = "training.max_steps="
-    steps = [int(s[len(prefix) :]) for s in overrides if s.startswith(prefix)]
-    return [s for s in overrides if not s.startswith(prefix)], steps[-1] if steps else 0
+    steps = [s[len(prefix) :] for s in overrides if s.startswith(prefix)]
+    n = steps[-1] if steps else "0"
+    return [s for s in overrides if not s.startswith(prefix)], int(n) if n.isdigit() else 0
 
 
-def _extends(run: TrainingRun, path: Path) -> bool:
-    """Whether ``path`` holds a finished run of ``run`` but for fewer updates (its settings differ
-    only in a smaller ``training.max_steps``) whose ``last.pt`` can continue it."""
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        settings = dict(previous["settings"])
-    except (OSError, ValueError, KeyError, TypeError):  # absent, half-written or not a result
+def _extends(run: TrainingRun, finished: dict[str, Any], run_dir: Path) -> bool:
+    """Whether the ``finished`` run's settings are ``run``'s but for a smaller
+    ``training.max_steps``, and its ``last.pt`` is there to continue it."""
+    overrides = finished.get("set")
+    if not isinstance(overrides, list) or not all(isinstance(s, str) for s in overrides):
         return False
-    if "error" in previous or not (path.parent / run.name / "last.pt").is_file():
-        return False
-    before, after = _max_steps(settings.get("set", [])), _max_steps(run.overrides)
-    same = {**settings, "set": before[0]} == {**run.settings, "set": after[0]}
-    return same and 0 < before[1] < after[1]
+    before, after = _max_steps(overrides), _max_steps(run.overrides)
+    same = {**finished, "set": before[0]} == {**run.settings, "set": after[0]}
+    return same and 0 < before[1] < after[1] and (run_dir / "last.pt").is_file()
 
 
 def _train(run: TrainingRun, directory: Path) -> dict[str, Any] | None:
     """Run one training (and its evaluation) unless it is done, resuming a shorter finished one;
     its result, or None if skipped."""
     path, run_dir = directory / f"{run.name}.json", directory / run.name
-    if _done(run, path):
+    finished = _finished(path)
+    if finished == run.settings:
         return None
-    extend = _extends(run, path)
+    extend = finished is not None and _extends(run, finished, run_dir)
     seq2seq = [sys.executable, "-m", "seq2seq"]
     train = [*seq2seq, "train", run.config, "--run-dir", str(run_dir), "--resume" if extend else "--overwrite"]
     train += [x for s in run.overrides for x in ("--set", s)]
