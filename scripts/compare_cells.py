@@ -51,7 +51,7 @@ TEST_BEAM = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = experiment.parser(__doc__, steps=1500)
+    parser = experiment.parser(__doc__, steps=3000)
     parser.add_argument("--cells", help="comma-separated (default: every cell; with --report-only: those in DIR)")
     parser.add_argument("--speed-rounds", type=int, default=3, help="interleaved speed rounds; 0: none")
     parser.add_argument("--speed-steps", type=int, default=30, help="timed updates per cell and round")
