@@ -24,8 +24,10 @@ first seed's best.pt; the median per cell goes to DIR/speed.json. ``--speed-roun
 Report, rebuilt from DIR alone by ``--report-only``:
 
 - ``cells.md``: per cell, parameters, test BLEU (beam 5; mean and each seed), best dev BLEU
-  (greedy validation, mean), training tokens/s (real source and target pieces), seconds per
-  update and per epoch (the training set's pieces at that rate), decoding sentences/s;
+  (greedy validation, mean) and how much the seeds' mean curve rose in the last third of the
+  updates (near 0 once it has flattened), training tokens/s (real source and target pieces),
+  seconds per update and per epoch (the training set's pieces at that rate), decoding
+  sentences/s;
 - ``cells.png``: dev BLEU against updates and against training wall-clock (validations
   included; J runs shared the machine), the mean of the seeds, one line per cell (needs
   matplotlib: ``pip install -e '.[plot]'``).
@@ -185,6 +187,14 @@ def summarize_cell(cell: str, runs: list[dict[str, Any]], speed: dict[str, float
     }
 
 
+def late_gain(curve: list[tuple[float, float, float]]) -> float | None:
+    """How much the best dev BLEU of the seeds' mean curve rose in the last third of the
+    updates: near 0 once the curve has flattened. None with fewer than two validations."""
+    cut = curve[-1][0] * 2 / 3 if len(curve) > 1 else 0
+    early = [bleu for step, _, bleu in curve if step <= cut]
+    return max(bleu for *_, bleu in curve) - max(early) if early else None
+
+
 def mean_curve(curves: list[list[dict[str, float]]]) -> list[tuple[float, float, float]]:
     """(step, minutes, dev BLEU) at the validation steps every seed has, averaged over the seeds."""
     if not curves:
@@ -202,9 +212,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return "–" if value is None else f"{value:,.{digits}f}"
 
     lines = [
-        "| cell | parameters | test BLEU (beam 5) | each seed | dev BLEU | updates | training tokens/s "
-        "| s/update | s/epoch | decoding sentences/s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| cell | parameters | test BLEU (beam 5) | each seed | dev BLEU | dev BLEU gained, last third "
+        "| updates | training tokens/s | s/update | s/epoch | decoding sentences/s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         bleu, s = [b for _, b in r["test_bleu"]], r["speed"]
@@ -212,7 +222,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         seeds += "".join(f", failed (seed {seed})" for seed in r["failed"])
         lines.append(
             f"| {r['cell']} | {number(r['parameters'], 0)} | {number(statistics.mean(bleu) if bleu else None)} "
-            f"| {seeds.lstrip(', ')} | {number(r['dev_bleu'])} | {number(r['steps'], 0)} "
+            f"| {seeds.lstrip(', ')} | {number(r['dev_bleu'])} | {number(late_gain(r['curve']))} "
+            f"| {number(r['steps'], 0)} "
             f"| {number(s.get('tokens_per_s'), 0)} | {number(s.get('seconds_per_update'), 3)} "
             f"| {number(s.get('epoch_seconds'), 0)} | {number(s.get('decode_sentences_per_s'), 1)} |"
         )

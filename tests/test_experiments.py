@@ -124,13 +124,16 @@ def test_compare_cells_report_only_tabulates_the_runs_in_the_directory(tmp_path:
     assert compare.main(["--out-dir", str(tmp_path), "--report-only"]) == 0
     table = (tmp_path / "cells.md").read_text(encoding="utf-8").splitlines()
     rnn, gru = table[2].split(" | "), table[3].split(" | ")  # in the order of seq2seq.config.CELLS
-    assert rnn[0] == "| rnn" and rnn[2] == "9.50" and "failed (seed 2)" in rnn[3] and rnn[6] == "–"
+    assert rnn[0] == "| rnn" and rnn[2] == "9.50" and "failed (seed 2)" in rnn[3] and rnn[5] == rnn[7] == "–"
     assert gru[1] == "1,234" and gru[2] == "21.00" and gru[3] == "20.00 (seed 1), 22.00 (seed 2)"
-    assert gru[4] == "15.00" and gru[5] == "100" and gru[6:] == ["4,000", "0.250", "200", "8.0 |"]
+    # dev BLEU of the mean curve: 11 at step 50 (within the first two thirds), 15 at step 100
+    assert gru[4] == "15.00" and gru[5] == "4.00" and gru[6] == "100"
+    assert gru[7:] == ["4,000", "0.250", "200", "8.0 |"]
     gru_runs = [json.loads((runs / f"gru-s{s}.json").read_text()) for s in (1, 2)]
     # the seeds' mean at each validation: step, minutes, dev BLEU
     assert compare.mean_curve([r["dev"] for r in gru_runs]) == [(50, 61 / 60, 11.0), (100, 119 / 60, 15.0)]
     assert compare.mean_curve([]) == []
+    assert compare.late_gain([(100, 1.0, 5.0), (200, 2.0, 7.0), (300, 3.0, 6.5)]) == 0.0  # peaked earlier
     pytest.importorskip("matplotlib")
     assert (tmp_path / "cells.png").stat().st_size > 0
 
