@@ -211,11 +211,14 @@ class TrainingConfig:
     learning_rate: float = bounded(3e-4, 0.0)  # the peak rate, reached at the end of warm-up
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's (beta1, beta2), each in [0, 1)
     weight_decay: float = bounded(0.0, 0.0)  # L2 (adam) or decoupled (adamw; Loshchilov & Hutter 2019)
-    # after warm-up: constant; inverse_sqrt (Vaswani et al. 2017); plateau: decay when dev loss stalls
+    # after warm-up: constant; inverse_sqrt (Vaswani et al. 2017); plateau: decay when dev scores stall
     scheduler: str = choice("constant", "constant", "plateau", "inverse_sqrt")
     warmup_steps: int = bounded(0, 0)  # updates of linear warm-up from 0; 0: none
     decay_factor: float = bounded(0.5, 0.0, 1.0)  # plateau: lr multiplier
     decay_patience: int = bounded(2, 0)  # plateau: validations without improvement
+    # plateau: what counts as improvement; dev BLEU when the loss keeps creeping down while
+    # BLEU has stalled (as Joey NMT, whose plateau follows its early-stopping metric)
+    decay_metric: str = choice("loss", "loss", "bleu")
     min_learning_rate: float = bounded(1e-6, 0.0)  # floor of the rate after warm-up, whatever the scheduler
     clip_grad_norm: float = bounded(5.0, 0.0)  # 0: no clipping
     label_smoothing: float = bounded(0.0, 0.0, 1.0)  # share of probability spread evenly over the vocabulary
@@ -230,7 +233,7 @@ class TrainingConfig:
     # updates in a row with a non-finite loss or gradient norm (each skipped) that stop the run as diverged
     max_bad_updates: int = bounded(5, 1)
     log_every: int = bounded(50, 1)  # steps between training log records (metrics.jsonl, TensorBoard, the log)
-    # what best.pt and patience follow: dev BLEU or dev loss (the plateau scheduler follows dev loss)
+    # what best.pt and patience follow: dev BLEU or dev loss (the plateau scheduler: decay_metric)
     early_stopping_metric: str = choice("bleu", "bleu", "loss")
     patience: int = bounded(0, 0)  # validations without improvement; 0: never stop early
     validation_beam_size: int = bounded(1, 1)  # 1: greedy

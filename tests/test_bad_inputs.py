@@ -56,7 +56,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
 
 # --- setups: each writes what its row needs into tmp ------------------------------------------
 
-Setup = Callable[[Path, Env, pytest.MonkeyPatch], None]
+Setup = Callable[[Path, Env, pytest.MonkeyPatch], object]  # what it returns is ignored
 
 
 def files(**contents: str | bytes) -> Setup:

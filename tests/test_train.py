@@ -158,6 +158,21 @@ def test_early_stopping_metric_chooses_the_score(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("metric", "decay"), [("loss", 1.0), ("bleu", 0.25)])
+def test_the_plateau_scheduler_follows_decay_metric(
+    tmp_path: Path, toy_corpus: Path, monkeypatch: pytest.MonkeyPatch, metric: str, decay: float
+) -> None:
+    """The dev loss keeps falling a little while BLEU has stalled: by the loss every validation
+    improves and the rate never decays; by BLEU it halves after the third validation and again
+    after the fifth (two without improvement, more than patience 1)."""
+    script_validation(monkeypatch, [(3.0 - 0.01 * step, 20.0) for step in range(5)])
+    run = tmp_path / "run"
+    train(run, toy_corpus, scheduler="plateau", decay_patience=1, decay_metric=metric, validate_every=1, max_steps=5)
+    state = read_checkpoint(run / "last.pt").train_state
+    assert state is not None and state["schedule"]["decay"] == decay
+
+
+@pytest.mark.slow
 def test_max_minutes_stops_the_run_and_still_writes_the_checkpoints(tmp_path: Path, toy_corpus: Path) -> None:
     budget = 1e-4  # minutes: the clock runs out within the first steps
     run = tmp_path / "run"

@@ -340,7 +340,7 @@ class Trainer:
         with cut_short:
             scores = validate(self.model, self.data, self.config, self.device) if self.world.is_main else {}
         scores = self.world.broadcast(scores)
-        self.schedule.observe(scores["dev_loss"])
+        self.schedule.observe(scores["dev_loss"] if tc.decay_metric == "loss" else -scores["dev_bleu"])
         score = scores["dev_bleu"] if tc.early_stopping_metric == "bleu" else -scores["dev_loss"]
         improved = score > p.best
         if improved:

@@ -42,7 +42,8 @@ class Schedule:
         return max(self.base_lr * scale * self.decay, self.min_lr if step > self.warmup_steps else 0.0)
 
     def observe(self, loss: float) -> None:
-        """Report a validation loss (lower is better); ``plateau`` decays on stagnation."""
+        """Report a validation score, lower is better (the dev loss, or minus dev BLEU);
+        ``plateau`` decays on stagnation."""
         if loss < self.best:
             self.best, self.bad_validations = loss, 0
             return
