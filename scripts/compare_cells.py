@@ -190,7 +190,9 @@ def summarize_cell(cell: str, runs: list[dict[str, Any]], speed: dict[str, float
 def late_gain(curve: list[tuple[float, float, float]]) -> float | None:
     """How much the best dev BLEU of the seeds' mean curve rose in the last third of the
     updates: near 0 once the curve has flattened. None with fewer than two validations."""
-    cut = curve[-1][0] * 2 / 3 if len(curve) > 1 else 0
+    if len(curve) < 2:
+        return None
+    cut = curve[-1][0] * 2 / 3
     early = [bleu for step, _, bleu in curve if step <= cut]
     return max(bleu for *_, bleu in curve) - max(early) if early else None
 

@@ -6,9 +6,10 @@ evaluate`` on its best.pt; several run at a time, and each leaves ``DIR/NAME.jso
 atomically as it ends) and its output in ``DIR/NAME.log``. A run whose JSON holds the same
 settings and no error is not run again, so the same command continues a stopped experiment;
 a failed or interrupted one runs again. A finished run whose settings differ only in a smaller
-``training.max_steps`` is resumed from its ``last.pt`` to the new budget: with the constant
-learning rate of the experiments' configs, that is the run trained straight to it (resume is
-exact), so a longer budget costs only the updates it adds. Runs are subprocesses (not
+``training.max_steps`` is resumed from its ``last.pt`` to the new budget: resume is exact, the
+learning-rate schedule's state included, so with budgets that are multiples of
+``validate_every`` that is the run trained straight to it, and a longer budget costs only the
+updates it adds. Runs are subprocesses (not
 in-process threads) so that each has its own one-thread torch and a diverged run is a
 result, not a crash.
 """

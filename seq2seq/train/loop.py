@@ -76,6 +76,12 @@ class Update(NamedTuple):
     spike: bool  # the loss was far above its running average (seq2seq.train.guard)
 
 
+def higher_is_better(metric: str, scores: dict[str, float]) -> float:
+    """The validation ``scores`` as one number that grows as the model improves: dev BLEU, or
+    minus the dev loss (``metric``: "bleu" or "loss")."""
+    return scores["dev_bleu"] if metric == "bleu" else -scores["dev_loss"]
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and progress of one run."""
 
@@ -340,8 +346,8 @@ class Trainer:
         with cut_short:
             scores = validate(self.model, self.data, self.config, self.device) if self.world.is_main else {}
         scores = self.world.broadcast(scores)
-        self.schedule.observe(scores["dev_loss"] if tc.decay_metric == "loss" else -scores["dev_bleu"])
-        score = scores["dev_bleu"] if tc.early_stopping_metric == "bleu" else -scores["dev_loss"]
+        self.schedule.observe(-higher_is_better(tc.decay_metric, scores))
+        score = higher_is_better(tc.early_stopping_metric, scores)
         improved = score > p.best
         if improved:
             p.best, p.bad_validations = score, 0
